@@ -1,0 +1,110 @@
+-- The flux tables: the resources of the REST API (one table = one endpoint).
+--
+-- Keys are chosen so the reading tables can later be partitioned by time and distributed by
+-- device (Citus) without changing the API: every unique key contains (device_id, time) or
+-- (type, time). The `id` columns are generated UUIDs for clients that want a handle on a row;
+-- they are not unique keys for the same reason.
+--
+-- Floating-point columns refuse NaN and ±Infinity: JSON cannot carry them, but PostgreSQL would
+-- accept the strings "NaN" and "Infinity", and one such value would poison every aggregate.
+-- (`x < 'Infinity'` is false for NaN as well, because PostgreSQL sorts NaN above Infinity.)
+
+CREATE TABLE flux.mg_device_registry (
+    id          uuid        NOT NULL DEFAULT gen_random_uuid() PRIMARY KEY,
+    name        text        NOT NULL,
+    type        text        NOT NULL,
+    site        text,
+    metadata    jsonb       DEFAULT '{}'::jsonb,
+    active      boolean     NOT NULL DEFAULT true,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT mg_device_registry_name_key UNIQUE (name),
+    CONSTRAINT device_name_not_blank CHECK (btrim(name) <> ''),
+    CONSTRAINT device_type_known
+        CHECK (type IN ('bess', 'meter', 'pv', 'ev_charger', 'generator', 'load')),
+    CONSTRAINT device_site_not_blank CHECK (btrim(site) <> ''),
+    CONSTRAINT device_metadata_is_object CHECK (jsonb_typeof(metadata) = 'object')
+);
+CREATE INDEX mg_device_registry_site_idx ON flux.mg_device_registry (site);
+
+COMMENT ON TABLE flux.mg_device_registry IS
+    'Registered devices (BESS, meters, ...). Readings reference a device by id.';
+COMMENT ON COLUMN flux.mg_device_registry.type IS
+    'bess, meter, pv, ev_charger, generator or load';
+COMMENT ON COLUMN flux.mg_device_registry.site IS 'Site code, e.g. WLCE';
+COMMENT ON COLUMN flux.mg_device_registry.metadata IS
+    'Free-form JSON object; energy parameters: max_power_kw, energy_register_max_kwh, energy_jitter_kwh';
+
+CREATE TABLE flux.mg_bess_readings (
+    id                        uuid             NOT NULL DEFAULT gen_random_uuid(),
+    time                      timestamptz      NOT NULL,
+    device_id                 uuid             NOT NULL,
+    soe                       double precision,
+    target_power              double precision,
+    available_inverter_blocks integer,
+    command_source            integer,
+    created_at                timestamptz      NOT NULL DEFAULT now(),
+    CONSTRAINT mg_bess_readings_pkey PRIMARY KEY (device_id, time),
+    -- Deleting a device that still has readings is refused (409), never cascaded.
+    CONSTRAINT mg_bess_readings_device_id_fkey FOREIGN KEY (device_id)
+        REFERENCES flux.mg_device_registry (id) ON UPDATE CASCADE ON DELETE RESTRICT,
+    CONSTRAINT soe_between_0_and_100 CHECK (soe >= 0 AND soe <= 100),
+    CONSTRAINT target_power_finite CHECK (target_power > '-Infinity' AND target_power < 'Infinity'),
+    CONSTRAINT available_inverter_blocks_not_negative CHECK (available_inverter_blocks >= 0)
+);
+CREATE INDEX mg_bess_readings_time_idx ON flux.mg_bess_readings (time DESC);
+
+COMMENT ON TABLE flux.mg_bess_readings IS 'Battery energy storage system telemetry, one row per device and time.';
+COMMENT ON COLUMN flux.mg_bess_readings.soe IS 'State of energy, % (0-100)';
+COMMENT ON COLUMN flux.mg_bess_readings.target_power IS 'Power set-point, kW (negative = charging)';
+
+CREATE TABLE flux.mg_meter_readings (
+    id                     uuid             NOT NULL DEFAULT gen_random_uuid(),
+    time                   timestamptz      NOT NULL,
+    device_id              uuid             NOT NULL,
+    power_total_active     double precision,
+    energy_imported_active double precision,
+    energy_exported_active double precision,
+    voltage_line_average   double precision,
+    current_phase_average  double precision,
+    created_at             timestamptz      NOT NULL DEFAULT now(),
+    CONSTRAINT mg_meter_readings_pkey PRIMARY KEY (device_id, time),
+    CONSTRAINT mg_meter_readings_device_id_fkey FOREIGN KEY (device_id)
+        REFERENCES flux.mg_device_registry (id) ON UPDATE CASCADE ON DELETE RESTRICT,
+    CONSTRAINT power_total_active_finite
+        CHECK (power_total_active > '-Infinity' AND power_total_active < 'Infinity'),
+    -- Cumulative registers count up from zero.
+    CONSTRAINT energy_imported_active_not_negative
+        CHECK (energy_imported_active >= 0 AND energy_imported_active < 'Infinity'),
+    CONSTRAINT energy_exported_active_not_negative
+        CHECK (energy_exported_active >= 0 AND energy_exported_active < 'Infinity'),
+    CONSTRAINT voltage_line_average_finite
+        CHECK (voltage_line_average > '-Infinity' AND voltage_line_average < 'Infinity'),
+    CONSTRAINT current_phase_average_finite
+        CHECK (current_phase_average > '-Infinity' AND current_phase_average < 'Infinity')
+);
+CREATE INDEX mg_meter_readings_time_idx ON flux.mg_meter_readings (time DESC);
+
+COMMENT ON TABLE flux.mg_meter_readings IS 'Power meter telemetry, one row per device and time.';
+COMMENT ON COLUMN flux.mg_meter_readings.power_total_active IS 'Total active power, kW';
+COMMENT ON COLUMN flux.mg_meter_readings.energy_imported_active IS 'Cumulative imported active energy register, kWh';
+COMMENT ON COLUMN flux.mg_meter_readings.energy_exported_active IS 'Cumulative exported active energy register, kWh';
+COMMENT ON COLUMN flux.mg_meter_readings.voltage_line_average IS 'Average line voltage, V';
+COMMENT ON COLUMN flux.mg_meter_readings.current_phase_average IS 'Average phase current, A';
+
+CREATE TABLE flux.market_data (
+    id          uuid             NOT NULL DEFAULT gen_random_uuid(),
+    time        timestamptz      NOT NULL,
+    type        smallint         NOT NULL,
+    value       double precision NOT NULL,
+    metadata    jsonb,
+    created_at  timestamptz      NOT NULL DEFAULT now(),
+    CONSTRAINT market_data_pkey PRIMARY KEY (type, time),
+    CONSTRAINT market_data_type_known CHECK (type BETWEEN 1 AND 4),
+    CONSTRAINT market_data_value_finite CHECK (value > '-Infinity' AND value < 'Infinity'),
+    CONSTRAINT market_data_metadata_is_object CHECK (jsonb_typeof(metadata) = 'object')
+);
+CREATE INDEX market_data_time_idx ON flux.market_data (time DESC);
+
+COMMENT ON TABLE flux.market_data IS 'GB market signals, one row per type and time.';
+COMMENT ON COLUMN flux.market_data.type IS
+    '1 NIV estimate (MW, positive = system short), 2 wholesale price (GBP/MWh), 3 imbalance price (GBP/MWh), 4 Axle dispatch (kW)';

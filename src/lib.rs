@@ -1,0 +1,45 @@
+//! Flux: a telemetry backend for battery storage and metering fleets, as a PostgreSQL extension.
+//!
+//! This crate is thin glue. The schema, grants and policies are hand-written SQL in `sql/`;
+//! the algorithms live in pure crates (`flux-energy`, `flux-jwt`); the functions here convert
+//! PostgreSQL values and call them.
+
+use pgrx::prelude::*;
+
+mod error;
+mod guc;
+mod keys;
+
+::pgrx::pg_module_magic!(name, version);
+
+extension_sql_file!("../sql/roles.sql", name = "roles", bootstrap);
+extension_sql_file!("../sql/tables.sql", name = "tables", requires = ["roles"]);
+extension_sql_file!("../sql/security.sql", name = "security", requires = ["tables"]);
+extension_sql_file!(
+    "../sql/keys.sql",
+    name = "keys",
+    requires = ["roles", keys::flux_internal::jwt_sign]
+);
+
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    guc::register();
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests;
+
+/// Required by `cargo pgrx test`.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    #[must_use]
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec![
+            "shared_preload_libraries = 'flux'",
+            "flux.jwt_secret = 'pg-test-secret-that-is-at-least-32-characters'",
+        ]
+    }
+}

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# ./flux down — stop everything ./flux up started. Data and keys stay in $FLUX_HOME.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+stop_pidfile() {
+    local pidfile=$FLUX_HOME/run/$1.pid
+    if pid_alive "$pidfile"; then
+        kill "$(<"$pidfile")"
+        wait_for 15 bash -c "! kill -0 $(<"$pidfile")" || kill -9 "$(<"$pidfile")" 2>/dev/null || true
+        say "stopped $1"
+    fi
+    rm -f "$pidfile"
+}
+
+[[ -d $FLUX_HOME ]] || exit 0
+stop_pidfile realtime
+if pid_alive "$FLUX_HOME/run/nginx.pid"; then
+    nginx -e "$FLUX_HOME/log/nginx-error.log" -c "$FLUX_HOME/conf/nginx.conf" -s quit
+    wait_for 15 bash -c "! test -f '$FLUX_HOME/run/nginx.pid'" || true
+    say "stopped the router"
+fi
+stop_pidfile postgrest
+if [[ -f $PGDATA/PG_VERSION ]] && pg_running; then
+    as_postgres "$PG_BIN/pg_ctl" -D "$PGDATA" -w -m fast stop >/dev/null
+    say "stopped PostgreSQL"
+fi

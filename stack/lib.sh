@@ -1,0 +1,69 @@
+# Shared settings and helpers for the stack scripts. Sourced, not run.
+#
+# Everything the stack owns lives under $FLUX_HOME (default: .flux/ in the checkout):
+#   pgdata/  the PostgreSQL cluster (owned by the postgres user)
+#   run/     sockets and pid files        log/  logs
+#   conf/    generated PostgREST / nginx configuration
+#   secrets.env  generated passwords and JWT secret (mode 600)
+#   stack.env    what clients need: URLs and keys
+# Ports derive from FLUX_PORT (the router), so a second stack (the tests) can run beside the first.
+
+FLUX_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+FLUX_HOME=${FLUX_HOME:-$FLUX_ROOT/.flux}
+FLUX_PORT=${FLUX_PORT:-54321}                 # router: /rest/v1/, /realtime/v1/
+FLUX_DB_PORT=${FLUX_DB_PORT:-$((FLUX_PORT + 1))}
+FLUX_POSTGREST_PORT=${FLUX_POSTGREST_PORT:-$((FLUX_PORT + 3))}
+FLUX_REALTIME_PORT=${FLUX_REALTIME_PORT:-$((FLUX_PORT + 4))}
+FLUX_CACHE=${FLUX_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/flux}
+PG_BIN=/usr/lib/postgresql/15/bin
+PG_CONFIG=$PG_BIN/pg_config
+PGDATA=$FLUX_HOME/pgdata
+POSTGREST_VERSION=12.0.2
+POSTGREST_BIN=$FLUX_CACHE/postgrest-$POSTGREST_VERSION/postgrest
+NODE22_VERSION=22.23.3
+NODE22_BIN=$FLUX_CACHE/node-$NODE22_VERSION/bin/node
+
+export PATH="$HOME/.cargo/bin:$PATH"
+
+say() { printf '\033[1m[flux]\033[0m %s\n' "$*" >&2; }
+die() { printf '\033[1;31m[flux] error:\033[0m %s\n' "$*" >&2; exit 1; }
+
+as_postgres() { sudo -u postgres -- "$@"; }
+
+# Renders a template: every @NAME@ is replaced by the value of the shell variable NAME.
+render() {
+    local template=$1 out=$2 line name
+    local content
+    content=$(<"$template")
+    while [[ $content =~ @([A-Z_0-9]+)@ ]]; do
+        name=${BASH_REMATCH[1]}
+        [[ -v $name ]] || die "template $template uses @$name@, which is not set"
+        content=${content//@$name@/${!name}}
+    done
+    printf '%s\n' "$content" >"$out"
+}
+
+# Waits until `$@` succeeds, for at most $1 seconds.
+wait_for() {
+    local seconds=$1; shift
+    local deadline=$((SECONDS + seconds))
+    until "$@" >/dev/null 2>&1; do
+        ((SECONDS < deadline)) || return 1
+        sleep 0.2
+    done
+}
+
+pid_alive() { [[ -f $1 ]] && kill -0 "$(<"$1")" 2>/dev/null; }
+
+pg_running() { as_postgres "$PG_BIN/pg_ctl" -D "$PGDATA" status >/dev/null 2>&1; }
+
+load_secrets() {
+    # shellcheck disable=SC1091
+    [[ -f $FLUX_HOME/secrets.env ]] && source "$FLUX_HOME/secrets.env"
+}
+
+# psql as the superuser, over TCP with the generated password.
+flux_psql() {
+    PGPASSWORD=$POSTGRES_PASSWORD psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$FLUX_DB_PORT" \
+        -U postgres -d postgres "$@"
+}

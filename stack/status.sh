@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# ./flux status — what of the stack is running.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+state() { if "$@" >/dev/null 2>&1; then echo running; else echo stopped; fi; }
+printf '%-12s %s\n' \
+    postgresql "$(state pg_running)" \
+    postgrest "$(state pid_alive "$FLUX_HOME/run/postgrest.pid")" \
+    router "$(state pid_alive "$FLUX_HOME/run/nginx.pid")" \
+    realtime "$(state pid_alive "$FLUX_HOME/run/realtime.pid")"

@@ -1,0 +1,223 @@
+#!/usr/bin/env bash
+# ./flux up — install what is missing, build and install the extension, bring the stack up.
+# Safe to run again: it reuses the cluster, secrets and keys, restarts only what changed.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+source "$FLUX_ROOT/stack/deps.sh"
+
+FLUX_PROFILE=${FLUX_PROFILE:-release}           # cargo profile of the installed extension
+FLUX_SHARED_BUFFERS=${FLUX_SHARED_BUFFERS:-1GB}
+
+random_secret() { tr -dc 'A-Za-z0-9' </dev/urandom | head -c "$1"; }
+
+# The postgres user must reach $FLUX_HOME through every parent directory. A checkout under a
+# private home (/root is 0700) would stop it, so grant search (not read) permission on the way.
+ensure_traversable() {
+    local dir=$FLUX_HOME
+    while [[ $dir != / ]]; do
+        if [[ -d $dir ]] && ! as_postgres test -x "$dir"; then
+            say "granting o+x on $dir so the postgres user can reach $FLUX_HOME"
+            chmod o+x "$dir"
+        fi
+        dir=$(dirname "$dir")
+    done
+}
+
+prepare_dirs() {
+    mkdir -p "$FLUX_HOME"/{conf,nginx}
+    install -d -o postgres -g postgres -m 755 "$FLUX_HOME/run" "$FLUX_HOME/log"
+    # nginx workers run as nobody and spool large request bodies here.
+    install -d -o nobody -m 700 "$FLUX_HOME"/nginx/{client_body,proxy,fastcgi,uwsgi,scgi}
+    ensure_traversable
+}
+
+ensure_secrets() {
+    load_secrets || true
+    if [[ -z ${JWT_SECRET:-} ]]; then
+        umask 077
+        cat >"$FLUX_HOME/secrets.env" <<SECRETS
+POSTGRES_PASSWORD=$(random_secret 32)
+AUTHENTICATOR_PASSWORD=$(random_secret 32)
+JWT_SECRET=$(random_secret 48)
+SECRETS
+        umask 022
+        load_secrets
+    fi
+}
+
+# Builds the extension package and copies changed files into PostgreSQL's directories.
+# Prints "changed" when the shared library changed (a preloaded library needs a restart).
+install_extension() {
+    local pkg="$FLUX_ROOT/target/flux-package" f dest changed=""
+    say "building the extension ($FLUX_PROFILE)"
+    local profile_flag=(--profile "$FLUX_PROFILE")
+    [[ $FLUX_PROFILE == dev ]] && profile_flag=(--debug)
+    (cd "$FLUX_ROOT" && cargo pgrx package "${profile_flag[@]}" --pg-config "$PG_CONFIG" \
+        --out-dir "$pkg" >/dev/null 2>"$FLUX_HOME/log/build.log") ||
+        { cat "$FLUX_HOME/log/build.log" >&2; die "extension build failed"; }
+    while IFS= read -r -d '' f; do
+        dest=/${f#"$pkg"/}
+        if ! cmp -s "$f" "$dest"; then
+            # `install` replaces the file (new inode): running backends keep the old mapping.
+            install -D -m 644 "$f" "$dest"
+            [[ $dest == *.so ]] && changed=changed
+        fi
+    done < <(find "$pkg" -type f -print0)
+    echo "$changed"
+}
+
+init_cluster() {
+    [[ -f $PGDATA/PG_VERSION ]] && return
+    say "creating the PostgreSQL cluster in $PGDATA"
+    install -d -o postgres -g postgres -m 700 "$PGDATA"
+    local pwfile
+    pwfile=$(mktemp)
+    printf '%s\n' "$POSTGRES_PASSWORD" >"$pwfile"
+    chown postgres "$pwfile"
+    as_postgres "$PG_BIN/initdb" -D "$PGDATA" -U postgres --pwfile="$pwfile" -E UTF8 \
+        --locale=C.UTF-8 --auth-local=peer --auth-host=scram-sha-256 >"$FLUX_HOME/log/initdb.log"
+    rm -f "$pwfile"
+    echo "include = 'flux.conf'" | as_postgres tee -a "$PGDATA/postgresql.conf" >/dev/null
+}
+
+# Renders pgdata/flux.conf; prints "changed" when it differs from what the server has.
+configure_cluster() {
+    local tmp
+    tmp=$(mktemp)
+    render "$FLUX_ROOT/stack/templates/postgresql.conf" "$tmp"
+    if cmp -s "$tmp" "$PGDATA/flux.conf"; then
+        rm -f "$tmp"
+    else
+        install -o postgres -g postgres -m 600 "$tmp" "$PGDATA/flux.conf"
+        rm -f "$tmp"
+        echo changed
+    fi
+}
+
+start_postgres() {
+    local restart=$1
+    if pg_running; then
+        if [[ -n $restart ]]; then
+            say "restarting PostgreSQL (library or settings changed)"
+            as_postgres "$PG_BIN/pg_ctl" -D "$PGDATA" -w -t 120 -m fast restart \
+                -l "$FLUX_HOME/log/postgresql.log" >/dev/null
+        fi
+    else
+        say "starting PostgreSQL on 127.0.0.1:$FLUX_DB_PORT"
+        as_postgres "$PG_BIN/pg_ctl" -D "$PGDATA" -w -t 120 -l "$FLUX_HOME/log/postgresql.log" \
+            start >/dev/null || { tail -20 "$FLUX_HOME/log/postgresql.log" >&2; die "PostgreSQL did not start"; }
+    fi
+}
+
+create_extension() {
+    flux_psql <<SQL
+SET client_min_messages = warning;
+CREATE EXTENSION IF NOT EXISTS flux;
+ALTER EXTENSION flux UPDATE;
+ALTER ROLE authenticator PASSWORD '$AUTHENTICATOR_PASSWORD';
+NOTIFY pgrst, 'reload schema';
+SQL
+}
+
+ensure_keys() {
+    [[ -n ${FLUX_ANON_KEY:-} && -n ${FLUX_SERVICE_ROLE_KEY:-} ]] && return
+    local anon service
+    anon=$(flux_psql -Atc "SELECT flux.sign_jwt('{\"role\":\"anon\"}', interval '10 years')")
+    service=$(flux_psql -Atc "SELECT flux.sign_jwt('{\"role\":\"service_role\"}', interval '10 years')")
+    printf 'FLUX_ANON_KEY=%s\nFLUX_SERVICE_ROLE_KEY=%s\n' "$anon" "$service" >>"$FLUX_HOME/secrets.env"
+    load_secrets
+}
+
+# Starts `$3...` in the background as daemon $1 (pid file run/$1.pid) unless it is running;
+# restarts it when $2 is non-empty (its configuration changed).
+start_daemon() {
+    local name=$1 pidfile=$FLUX_HOME/run/$1.pid restart=$2; shift 2
+    if pid_alive "$pidfile"; then
+        [[ -z $restart ]] && return
+        kill "$(<"$pidfile")" 2>/dev/null || true
+        wait_for 10 bash -c "! kill -0 $(<"$pidfile")" || true
+    fi
+    setsid "$@" >>"$FLUX_HOME/log/$name.log" 2>&1 </dev/null &
+    echo $! >"$pidfile"
+}
+
+# Renders a template into conf/; prints "changed" when the file changed.
+render_conf() {
+    local tmp
+    tmp=$(mktemp)
+    render "$FLUX_ROOT/stack/templates/$1" "$tmp"
+    if cmp -s "$tmp" "$FLUX_HOME/conf/$1"; then rm -f "$tmp"; else mv "$tmp" "$FLUX_HOME/conf/$1"; echo changed; fi
+}
+
+start_postgrest() {
+    start_daemon postgrest "$(render_conf postgrest.conf)" "$POSTGREST_BIN" "$FLUX_HOME/conf/postgrest.conf"
+    wait_for 30 curl -sf -o /dev/null "http://127.0.0.1:$FLUX_POSTGREST_PORT/" ||
+        { tail -20 "$FLUX_HOME/log/postgrest.log" >&2; die "PostgREST did not start"; }
+}
+
+start_router() {
+    render_conf nginx.conf >/dev/null
+    nginx -t -q -e "$FLUX_HOME/log/nginx-error.log" -c "$FLUX_HOME/conf/nginx.conf" ||
+        die "nginx rejected $FLUX_HOME/conf/nginx.conf"
+    if pid_alive "$FLUX_HOME/run/nginx.pid"; then
+        nginx -e "$FLUX_HOME/log/nginx-error.log" -c "$FLUX_HOME/conf/nginx.conf" -s reload
+    else
+        nginx -e "$FLUX_HOME/log/nginx-error.log" -c "$FLUX_HOME/conf/nginx.conf"
+    fi
+    wait_for 15 curl -sf -o /dev/null -H "apikey: $FLUX_ANON_KEY" \
+        "http://127.0.0.1:$FLUX_PORT/rest/v1/market_data?limit=0" ||
+        die "the router does not answer on 127.0.0.1:$FLUX_PORT (see $FLUX_HOME/log/)"
+}
+
+write_env() {
+    cat >"$FLUX_HOME/stack.env" <<ENV
+FLUX_URL=http://127.0.0.1:$FLUX_PORT
+FLUX_API_URL=http://127.0.0.1:$FLUX_PORT/rest/v1
+FLUX_REALTIME_URL=ws://127.0.0.1:$FLUX_PORT/realtime/v1
+FLUX_DB_URL=$FLUX_DB_URL
+FLUX_ANON_KEY=$FLUX_ANON_KEY
+FLUX_SERVICE_ROLE_KEY=$FLUX_SERVICE_ROLE_KEY
+FLUX_JWT_SECRET=$JWT_SECRET
+ENV
+    chmod 600 "$FLUX_HOME/stack.env"
+}
+
+print_summary() {
+    cat <<SUMMARY
+
+Flux is up. Connection details are in $FLUX_HOME/stack.env (source it in your shell):
+
+  REST API   http://127.0.0.1:$FLUX_PORT/rest/v1
+  Realtime   ws://127.0.0.1:$FLUX_PORT/realtime/v1/websocket
+  Database   $FLUX_DB_URL
+  anon key          $FLUX_ANON_KEY
+  service_role key  $FLUX_SERVICE_ROLE_KEY
+
+Try it:
+  curl 'http://127.0.0.1:$FLUX_PORT/rest/v1/mg_device_registry?active=eq.true' \\
+    -H 'apikey: $FLUX_ANON_KEY' -H 'Authorization: Bearer $FLUX_ANON_KEY'
+  psql '$FLUX_DB_URL'
+
+Stop it with ./flux down.
+SUMMARY
+}
+
+main() {
+    ensure_runtime_deps
+    prepare_dirs
+    ensure_secrets
+    local lib_changed conf_changed
+    lib_changed=$(install_extension)
+    init_cluster
+    conf_changed=$(configure_cluster)
+    start_postgres "$lib_changed$conf_changed"
+    create_extension
+    ensure_keys
+    start_postgrest
+    start_router
+    FLUX_DB_URL="postgres://postgres:$POSTGRES_PASSWORD@127.0.0.1:$FLUX_DB_PORT/postgres"
+    write_env
+    [[ ${FLUX_QUIET:-} ]] || print_summary
+}
+
+main "$@"
