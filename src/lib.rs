@@ -15,6 +15,7 @@ mod keys;
 extension_sql_file!("../sql/roles.sql", name = "roles", bootstrap);
 extension_sql_file!("../sql/tables.sql", name = "tables", requires = ["roles"]);
 extension_sql_file!("../sql/security.sql", name = "security", requires = ["tables"]);
+extension_sql_file!("../sql/realtime.sql", name = "realtime", requires = ["tables"]);
 extension_sql_file!(
     "../sql/keys.sql",
     name = "keys",
@@ -27,8 +28,7 @@ pub extern "C-unwind" fn _PG_init() {
 }
 
 #[cfg(any(test, feature = "pg_test"))]
-#[pg_schema]
-mod tests;
+mod pg_tests;
 
 /// Required by `cargo pgrx test`.
 #[cfg(test)]

@@ -1,0 +1,482 @@
+//! Property tests of the guarantees, against the reconstructed curve as the reference.
+
+use proptest::prelude::*;
+
+use crate::register::tests::Recorder;
+use crate::register::Register;
+use crate::*;
+
+const SECOND: i64 = 1_000_000;
+const MINUTE: i64 = 60 * SECOND;
+/// 2024-01-01T00:00Z
+const BASE: i64 = 1_704_067_200 * SECOND;
+
+#[derive(Debug, Clone)]
+struct Scenario {
+    params: Params,
+    readings: Vec<Reading>,
+}
+
+impl Scenario {
+    fn span(&self) -> (i64, i64) {
+        (
+            self.readings[0].time,
+            self.readings[self.readings.len() - 1].time,
+        )
+    }
+}
+
+/// What one register does at one reading.
+#[derive(Debug, Clone, Copy)]
+struct Step {
+    gap: i64,
+    /// Fraction of the generated load (at most half the max power) used since the last reading.
+    load: f64,
+    /// Size of an anomaly, 0..1.
+    size: f64,
+    kinds: (u8, u8),
+    power: Option<f64>,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    (
+        prop_oneof![
+            4 => (1i64..3_600).prop_map(|s| s * SECOND),
+            4 => (1i64..=12).prop_map(|k| k * 5 * MINUTE),
+            1 => (3_600i64..21_600).prop_map(|s| s * SECOND + 123),
+        ],
+        0.0..1.0f64,
+        0.0..1.0f64,
+        (0u8..22, 0u8..22),
+        prop_oneof![
+            Just(None),
+            (-50.0..200.0f64).prop_map(Some),
+            Just(Some(f64::NAN))
+        ],
+    )
+        .prop_map(|(gap, load, size, kinds, power)| Step {
+            gap,
+            load,
+            size,
+            kinds,
+            power,
+        })
+}
+
+/// The true register of a simulated meter and the anomalies it reports.
+struct Meter {
+    value: f64,
+    modulus: Option<f64>,
+    /// Readings that must stay normal after an anomaly (isolated anomalies).
+    calm: u32,
+}
+
+impl Meter {
+    fn next(&mut self, kind: u8, s: &Step, energy: f64, isolated: bool) -> Option<f64> {
+        self.value += energy;
+        let kind = if self.calm > 0 {
+            self.calm -= 1;
+            0
+        } else {
+            kind
+        };
+        let emitted = match kind {
+            0..=12 => self.value,
+            // Dips of up to 90% of the default absolute jitter tolerance.
+            13 | 14 => self.value - 0.45 * s.size,
+            15 => self.value + 1_000.0 + 10_000.0 * s.size,
+            16 => 0.0,
+            17 => {
+                self.value = 5.0 * s.size;
+                self.value
+            }
+            18 => {
+                self.value = 50_000.0 * s.size;
+                self.value
+            }
+            _ if isolated => self.value,
+            19 => return None,
+            20 => f64::NAN,
+            _ => f64::INFINITY,
+        };
+        if isolated && kind >= 13 {
+            self.calm = 3;
+        }
+        Some(self.modulus.map_or(emitted, |m| emitted.rem_euclid(m)))
+    }
+}
+
+/// Readings of one device with all kinds of anomalies; `isolated` keeps anomalies apart
+/// (three normal readings after each) and leaves out nulls.
+fn scenario(isolated: bool) -> impl Strategy<Value = Scenario> {
+    (
+        prop_oneof![Just(None), (10.0..500.0f64).prop_map(Some)],
+        any::<bool>(),
+        (0.0..1.0f64, 0.0..1.0f64),
+        0i64..86_400,
+        prop::collection::vec(step(), 1..120),
+    )
+        .prop_map(move |(max_power_kw, wraps, bases, offset, steps)| {
+            let modulus = wraps.then_some(100_000.0);
+            let params = Params {
+                max_power_kw,
+                register_max_kwh: modulus,
+                ..Params::default()
+            };
+            let load_kw = max_power_kw.map_or(50.0, |kw| 0.5 * kw);
+            let mut imported = Meter {
+                value: if wraps {
+                    100_000.0 - 2_000.0 * bases.0
+                } else {
+                    60_000.0 * bases.0
+                },
+                modulus,
+                calm: 0,
+            };
+            let mut exported = Meter {
+                value: 1_000.0 * bases.1,
+                modulus,
+                calm: 0,
+            };
+            let mut time = BASE + offset * SECOND;
+            let mut readings = Vec::with_capacity(steps.len());
+            for (i, s) in steps.iter().enumerate() {
+                if i > 0 {
+                    time += s.gap;
+                }
+                let energy = s.load * load_kw * s.gap as f64 / (60.0 * MINUTE as f64);
+                readings.push(Reading {
+                    time,
+                    power: if isolated {
+                        s.power.filter(|p| p.is_finite())
+                    } else {
+                        s.power
+                    },
+                    imported: imported.next(s.kinds.0, s, energy, isolated),
+                    exported: exported.next(s.kinds.1, s, 0.3 * energy, isolated),
+                });
+            }
+            Scenario { params, readings }
+        })
+}
+
+/// A grid over (and around) the scenario's span, of various widths, aligned or not.
+fn grid_for(scenario: &Scenario, (width, a, b): (usize, f64, f64)) -> Grid {
+    const WIDTHS: [i64; 5] = [
+        MINUTE,
+        5 * MINUTE,
+        7 * MINUTE + 13 * SECOND + 17,
+        30 * MINUTE,
+        1_440 * MINUTE,
+    ];
+    let width = WIDTHS[width % WIDTHS.len()];
+    let (first, last) = scenario.span();
+    let room = (last - first) + 4 * 60 * MINUTE;
+    let start = first - 2 * 60 * MINUTE + (a * room as f64) as i64;
+    let end = start + 1 + (b * room as f64) as i64;
+    Grid::covering(start, end, width)
+        .or_else(|_| Grid::covering(start, start + 1_000 * width, width))
+        .unwrap()
+}
+
+fn grid_choice() -> impl Strategy<Value = (usize, f64, f64)> {
+    (0usize..5, 0.0..1.0f64, 0.0..1.0f64)
+}
+
+fn register_values(scenario: &Scenario, exported: bool) -> Vec<(i64, f64)> {
+    scenario
+        .readings
+        .iter()
+        .filter_map(|r| {
+            let v = if exported { r.exported } else { r.imported };
+            v.filter(|v| v.is_finite()).map(|v| (r.time, v))
+        })
+        .collect()
+}
+
+fn reference_curve(params: &Params, values: &[(i64, f64)]) -> Recorder {
+    let mut register = Register::new(params);
+    let mut recorder = Recorder::default();
+    for &(t, v) in values {
+        register.push(t, v, &mut recorder);
+    }
+    register.finish(&mut recorder);
+    recorder
+}
+
+/// `|a - b|` within 1e-9 relative, plus float noise of absolute curve values up to `scale`.
+fn close(a: f64, b: f64, scale: f64) -> bool {
+    (a - b).abs() <= 1e-9 * a.abs().max(b.abs()) + 1e-12 * scale.max(1.0)
+}
+
+/// Checks every row against the contract, using the reference curve of each register.
+fn check_rows(scenario: &Scenario, grid: Grid, rows: &[BucketRow]) -> Result<(), TestCaseError> {
+    let width = grid.width();
+    let (first, last) = scenario.span();
+    let expected_starts: Vec<i64> = (0..grid.len())
+        .map(|i| grid.bucket_start(i))
+        .filter(|&s| s <= last && s + width > first)
+        .collect();
+    prop_assert_eq!(
+        rows.iter().map(|r| r.start).collect::<Vec<_>>(),
+        expected_starts
+    );
+    for row in rows {
+        let (s, e) = (row.start, row.start + width);
+        let inside: Vec<&Reading> = scenario
+            .readings
+            .iter()
+            .filter(|r| (s..e).contains(&r.time))
+            .collect();
+        prop_assert_eq!(row.reading_count as usize, inside.len());
+        let powers: Vec<f64> = inside
+            .iter()
+            .filter_map(|r| r.power.filter(|p| p.is_finite()))
+            .collect();
+        match row.power_avg {
+            None => prop_assert!(powers.is_empty()),
+            Some(avg) => {
+                let mean = powers.iter().sum::<f64>() / powers.len() as f64;
+                prop_assert!(close(avg, mean, 200.0), "power {} vs {}", avg, mean);
+            }
+        }
+    }
+    for exported in [false, true] {
+        let values = register_values(scenario, exported);
+        let curve = reference_curve(&scenario.params, &values);
+        let bucket_of = |row: &BucketRow| if exported { row.exported } else { row.imported };
+        let Some((&(first_r, _, _), &(last_r, c_last, _))) =
+            curve.points.first().zip(curve.points.last())
+        else {
+            for row in rows {
+                prop_assert_eq!(bucket_of(row).delta, None);
+            }
+            continue;
+        };
+        let mut sum = 0.0;
+        for row in rows {
+            let (s, e) = (row.start, row.start + width);
+            let bucket = bucket_of(row);
+            if !(s <= last_r && e > first_r) {
+                prop_assert_eq!(
+                    bucket,
+                    RegisterBucket {
+                        delta: None,
+                        coverage: 0.0,
+                        quality: Quality::empty()
+                    }
+                );
+                continue;
+            }
+            let (lo, hi) = (s.max(first_r), e.min(last_r));
+            let expected = curve.curve_at(hi) - curve.curve_at(lo);
+            let delta = bucket.delta.expect("bucket intersects the register span");
+            prop_assert!(delta >= 0.0, "negative delta {}", delta);
+            prop_assert!(
+                close(delta, expected, c_last),
+                "bucket {}: delta {} vs C(hi) - C(lo) = {}",
+                s,
+                delta,
+                expected
+            );
+            sum += delta;
+            prop_assert_eq!(bucket.coverage, (hi - lo) as f64 / width as f64);
+            let mut quality = curve
+                .points
+                .iter()
+                .filter(|p| (s..e).contains(&p.0))
+                .fold(Quality::empty(), |q, p| q.union(p.2));
+            if curve.dropped.iter().any(|t| (s..e).contains(t)) {
+                quality = quality.union(Quality::SPIKE_DROPPED);
+            }
+            if !values.iter().any(|(t, _)| (s..e).contains(t)) {
+                quality = quality.union(Quality::INTERPOLATED);
+            }
+            prop_assert_eq!(bucket.quality, quality);
+        }
+        // Conservation over the grid.
+        let (lo, hi) = (grid.start().max(first_r), grid.end().min(last_r));
+        let total = if lo <= hi {
+            curve.curve_at(hi) - curve.curve_at(lo)
+        } else {
+            0.0
+        };
+        prop_assert!(
+            close(sum, total, c_last),
+            "sum of deltas {} vs total {}",
+            sum,
+            total
+        );
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Rows, deltas (so conservation), coverage, flags, counts and power means all follow the
+    /// contract, on any grid.
+    #[test]
+    fn rows_follow_the_contract(sc in scenario(false), choice in grid_choice()) {
+        let grid = grid_for(&sc, choice);
+        let rows = aggregate(&mut sc.readings.clone(), grid, &sc.params).unwrap();
+        check_rows(&sc, grid, &rows)?;
+    }
+
+    #[test]
+    fn contract_holds_for_isolated_anomalies(sc in scenario(true), choice in grid_choice()) {
+        let grid = grid_for(&sc, choice);
+        let rows = aggregate(&mut sc.readings.clone(), grid, &sc.params).unwrap();
+        check_rows(&sc, grid, &rows)?;
+    }
+
+    /// Six 5-minute deltas add up to their 30-minute delta.
+    #[test]
+    fn refinement(sc in scenario(false), shift in 0i64..6) {
+        let half_hour = 30 * MINUTE;
+        let (first, last) = sc.span();
+        let start = first.div_euclid(half_hour) * half_hour - shift * half_hour;
+        let end = (last.div_euclid(half_hour) + 2) * half_hour;
+        let coarse = Grid::covering(start, end, half_hour).unwrap();
+        let fine = Grid::covering(start, end, 5 * MINUTE).unwrap();
+        let coarse_rows = aggregate(&mut sc.readings.clone(), coarse, &sc.params).unwrap();
+        let fine_rows = aggregate(&mut sc.readings.clone(), fine, &sc.params).unwrap();
+        for row in &coarse_rows {
+            let parts: Vec<&BucketRow> = fine_rows
+                .iter()
+                .filter(|f| (row.start..row.start + half_hour).contains(&f.start))
+                .collect();
+            prop_assert_eq!(
+                row.reading_count,
+                parts.iter().map(|p| p.reading_count).sum::<u32>()
+            );
+            for exported in [false, true] {
+                let pick = |r: &BucketRow| if exported { r.exported } else { r.imported };
+                let part_deltas: Vec<f64> = parts.iter().filter_map(|p| pick(p).delta).collect();
+                match pick(row).delta {
+                    None => prop_assert!(part_deltas.is_empty()),
+                    Some(delta) => {
+                        let sum: f64 = part_deltas.iter().sum();
+                        prop_assert!(
+                            (sum - delta).abs() <= 1e-9 * delta + 1e-12,
+                            "30-minute delta {} vs sum of 5-minute deltas {}", delta, sum
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// A sub-range computed from its readings plus the context readings gives the same rows
+    /// as the full computation.
+    #[test]
+    fn range_independence(
+        sc in scenario(true),
+        wide in any::<bool>(),
+        (a, b) in (0.0..1.0f64, 0.0..1.0f64),
+    ) {
+        let width = if wide { 30 * MINUTE } else { 5 * MINUTE };
+        let (first, last) = sc.span();
+        let full = Grid::covering(first - 60 * MINUTE, last + 60 * MINUTE, width).unwrap();
+        let full_rows = aggregate(&mut sc.readings.clone(), full, &sc.params).unwrap();
+        let i0 = (a * full.len() as f64) as usize;
+        let i1 = i0 + 1 + (b * (full.len() - i0 - 1) as f64) as usize;
+        let sub = Grid::covering(full.bucket_start(i0), full.bucket_start(i1), width).unwrap();
+
+        let before = sc.readings.partition_point(|r| r.time < sub.start());
+        let after = sc.readings.partition_point(|r| r.time < sub.end());
+        let from = before.saturating_sub(CONTEXT_BEFORE);
+        let to = (after + CONTEXT_AFTER).min(sc.readings.len());
+        let sub_rows = aggregate(&mut sc.readings[from..to].to_vec(), sub, &sc.params).unwrap();
+
+        let expected: Vec<&BucketRow> = full_rows
+            .iter()
+            .filter(|r| (sub.start()..sub.end()).contains(&r.start))
+            .collect();
+        prop_assert_eq!(sub_rows.len(), expected.len());
+        for (got, want) in sub_rows.iter().zip(expected) {
+            prop_assert_eq!(got.start, want.start);
+            prop_assert_eq!(got.reading_count, want.reading_count);
+            prop_assert_eq!(got.power_avg, want.power_avg);
+            for (g, w) in [(got.imported, want.imported), (got.exported, want.exported)] {
+                prop_assert_eq!(g.quality, w.quality, "bucket {}", got.start);
+                prop_assert_eq!(g.coverage, w.coverage);
+                match (g.delta, w.delta) {
+                    (Some(g), Some(w)) => prop_assert!(
+                        (g - w).abs() <= 1e-9 * w.abs().max(1.0),
+                        "bucket {}: {} vs {}", got.start, g, w
+                    ),
+                    (g, w) => prop_assert_eq!(g, w),
+                }
+            }
+        }
+    }
+
+    /// `aggregate` does not depend on the input order.
+    #[test]
+    fn order_independence(
+        (sc, shuffled) in scenario(false)
+            .prop_flat_map(|sc| (Just(sc.clone()), Just(sc.readings).prop_shuffle())),
+        choice in grid_choice(),
+    ) {
+        let grid = grid_for(&sc, choice);
+        let sorted = aggregate(&mut sc.readings.clone(), grid, &sc.params).unwrap();
+        let mut shuffled = shuffled;
+        prop_assert_eq!(aggregate(&mut shuffled, grid, &sc.params).unwrap(), sorted);
+    }
+
+    /// Dips within the jitter tolerance move no bucket delta by more than the largest dip.
+    #[test]
+    fn jitter_within_tolerance_changes_little(
+        max_power_kw in prop_oneof![Just(None), (10.0..500.0f64).prop_map(Some)],
+        base in 0.0..60_000.0f64,
+        steps in prop::collection::vec(
+            (1i64..7_200, 0.0..1.0f64, prop_oneof![Just(0.0), 0.0..=0.5f64]),
+            1..100,
+        ),
+        choice in grid_choice(),
+    ) {
+        let params = Params { max_power_kw, ..Params::default() };
+        let load_kw = max_power_kw.map_or(50.0, |kw| 0.5 * kw);
+        let mut value = base;
+        let mut time = BASE;
+        let mut clean = Vec::new();
+        let mut jittered = Vec::new();
+        for &(gap, load, dip) in &steps {
+            time += gap * SECOND;
+            value += load * load_kw * gap as f64 / 3_600.0;
+            let reading = |v: f64| Reading { time, power: None, imported: Some(v), exported: None };
+            clean.push(reading(value));
+            jittered.push(reading(value - dip));
+        }
+        let max_dip = steps.iter().map(|s| s.2).fold(0.0, f64::max);
+        let clean = Scenario { params, readings: clean };
+        let grid = grid_for(&clean, choice);
+        let clean_rows = aggregate(&mut clean.readings.clone(), grid, &params).unwrap();
+        let jittered_rows = aggregate(&mut jittered, grid, &params).unwrap();
+        prop_assert_eq!(clean_rows.len(), jittered_rows.len());
+        let (mut clean_total, mut jittered_total) = (0.0, 0.0);
+        for (c, j) in clean_rows.iter().zip(&jittered_rows) {
+            let (c, j) = (c.imported.delta.unwrap(), j.imported.delta.unwrap());
+            prop_assert!(j >= 0.0);
+            prop_assert!((c - j).abs() <= max_dip + 1e-9, "{} vs {} (max dip {})", c, j, max_dip);
+            clean_total += c;
+            jittered_total += j;
+        }
+        prop_assert!((clean_total - jittered_total).abs() <= max_dip + 1e-9);
+    }
+
+    /// Consecutive half hours are consecutive settlement periods.
+    #[test]
+    fn settlement_periods_are_consecutive(t in 0i64..4_102_444_800 * SECOND) {
+        let now = settlement_period(t);
+        let next = settlement_period(t + 30 * MINUTE);
+        prop_assert!((1..=now.periods_in_day).contains(&now.period));
+        prop_assert!([46, 48, 50].contains(&now.periods_in_day));
+        if now.period < now.periods_in_day {
+            prop_assert_eq!(next, Settlement { period: now.period + 1, ..now });
+        } else {
+            prop_assert_eq!((next.date_days, next.period), (now.date_days + 1, 1));
+        }
+    }
+}

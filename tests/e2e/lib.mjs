@@ -1,0 +1,85 @@
+// Shared helpers of the end-to-end tests: connection details of the running stack, HTTP calls
+// through the router exactly as a client makes them, and direct SQL for checking what is stored.
+import { readFileSync } from 'node:fs';
+import { randomUUID } from 'node:crypto';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import pg from 'pg';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const home = process.env.FLUX_HOME ?? join(root, '.flux');
+
+export const env = Object.fromEntries(
+  readFileSync(join(home, 'stack.env'), 'utf8')
+    .split('\n')
+    .filter((line) => line.includes('='))
+    .map((line) => [line.slice(0, line.indexOf('=')), line.slice(line.indexOf('=') + 1)]),
+);
+
+export const anonKey = env.FLUX_ANON_KEY;
+export const serviceKey = env.FLUX_SERVICE_ROLE_KEY;
+
+/**
+ * One HTTP request to the REST API. `key` goes into `apikey` and (unless `bearer` is false)
+ * `Authorization: Bearer`. Returns { status, headers, body } with body parsed as JSON if any.
+ */
+export async function api(path, { method = 'GET', key = anonKey, bearer = true, body, headers = {} } = {}) {
+  const h = { ...headers };
+  if (key !== null) h.apikey ??= key;
+  if (key !== null && bearer) h.Authorization ??= `Bearer ${key}`;
+  if (body !== undefined) h['Content-Type'] ??= 'application/json';
+  const res = await fetch(`${env.FLUX_API_URL}${path}`, {
+    method,
+    headers: h,
+    body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
+  });
+  const text = await res.text();
+  let parsed = text;
+  try {
+    parsed = text === '' ? null : JSON.parse(text);
+  } catch {
+    // not JSON: keep the text
+  }
+  return { status: res.status, headers: res.headers, body: parsed };
+}
+
+/** The same request as the service role (full rights). */
+export const service = (path, opts = {}) => api(path, { key: serviceKey, ...opts });
+
+let pool;
+/** Runs SQL as the superuser; returns the rows. */
+export async function sql(text, params = []) {
+  pool ??= new pg.Pool({ connectionString: env.FLUX_DB_URL, max: 2 });
+  return (await pool.query(text, params)).rows;
+}
+export async function closeSql() {
+  await pool?.end();
+  pool = undefined;
+}
+
+export const uuid = () => randomUUID();
+
+/** A unique, readable name: tests share one database and run in parallel. */
+export const uniqueName = (prefix) => `${prefix}-${randomUUID().slice(0, 8)}`;
+
+/** Registers a device through the API (service role) and returns its row. */
+export async function registerDevice({ type = 'meter', site = 'WLCE', metadata, name } = {}) {
+  const res = await service('/mg_device_registry', {
+    method: 'POST',
+    headers: { Prefer: 'return=representation' },
+    body: { name: name ?? uniqueName(`TEST-${type.toUpperCase()}`), type, site, ...(metadata && { metadata }) },
+  });
+  if (res.status !== 201) throw new Error(`device registration failed: ${res.status} ${JSON.stringify(res.body)}`);
+  return res.body[0];
+}
+
+/** ISO timestamp `minutes` after `base`. */
+export const at = (base, minutes) => new Date(Date.parse(base) + minutes * 60_000).toISOString();
+
+/** Asserts a PostgREST-style error: status, SQLSTATE/PGRST code and the documented body keys. */
+export function assertError(assert, res, status, code) {
+  assert.equal(res.status, status, JSON.stringify(res.body));
+  assert.deepEqual(Object.keys(res.body).sort(), ['code', 'details', 'hint', 'message']);
+  if (code) assert.equal(res.body.code, code, JSON.stringify(res.body));
+  assert.ok(res.body.message.length > 0);
+}
