@@ -62,8 +62,10 @@ load_secrets() {
     [[ -f $FLUX_HOME/secrets.env ]] && source "$FLUX_HOME/secrets.env"
 }
 
-# psql as the superuser, over TCP with the generated password.
-flux_psql() {
-    PGPASSWORD=$POSTGRES_PASSWORD psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$FLUX_DB_PORT" \
-        -U postgres -d postgres "$@"
+# psql as the superuser, over TCP with the generated password: `flux_psql_db DB args...`.
+flux_psql_db() {
+    local db=$1; shift
+    PGPASSWORD=$POSTGRES_PASSWORD PGOPTIONS="-c client_min_messages=warning" psql -X -q \
+        -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$FLUX_DB_PORT" -U postgres -d "$db" "$@"
 }
+flux_psql() { flux_psql_db postgres "$@"; }

@@ -24,7 +24,7 @@ ensure_traversable() {
 }
 
 prepare_dirs() {
-    mkdir -p "$FLUX_HOME"/{conf,nginx}
+    mkdir -p "$FLUX_HOME"/{conf,nginx,build}
     install -d -o postgres -g postgres -m 755 "$FLUX_HOME/run" "$FLUX_HOME/log"
     # nginx workers run as nobody and spool large request bodies here.
     install -d -o nobody -m 700 "$FLUX_HOME"/nginx/{client_body,proxy,fastcgi,uwsgi,scgi}
@@ -48,8 +48,9 @@ SECRETS
 # Builds the extension package and copies changed files into PostgreSQL's directories.
 # Prints "changed" when the shared library changed (a preloaded library needs a restart).
 install_extension() {
-    local pkg="$FLUX_ROOT/target/flux-package" f dest changed=""
+    local pkg="$FLUX_HOME/build/package" f dest changed=""
     say "building the extension ($FLUX_PROFILE)"
+    rm -rf "$pkg"
     local profile_flag=(--profile "$FLUX_PROFILE")
     [[ $FLUX_PROFILE == dev ]] && profile_flag=(--debug)
     (cd "$FLUX_ROOT" && cargo pgrx package "${profile_flag[@]}" --pg-config "$PG_CONFIG" \

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Upgrade test: from every installable version of flux, `ALTER EXTENSION flux UPDATE` must keep
+# every stored row and end with exactly the schema a fresh `CREATE EXTENSION flux` gives.
+# Runs against the cluster of a running stack ($FLUX_HOME); creates and drops its own databases.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/../stack/lib.sh"
+load_secrets
+
+# The extension's objects as the catalogs describe them. (pg_dump leaves extension members out.)
+schema_of() {
+    flux_psql_db "$1" -At <<'SQL'
+WITH members AS (
+    SELECT d.classid, d.objid FROM pg_depend d JOIN pg_extension e ON e.oid = d.refobjid
+    WHERE d.refclassid = 'pg_extension'::regclass AND e.extname = 'flux' AND d.deptype = 'e'
+), rels AS (SELECT objid::regclass AS rel FROM members WHERE classid = 'pg_class'::regclass)
+SELECT line FROM (
+    SELECT 'member ' || pg_describe_object(classid, objid, 0) FROM members
+    UNION ALL SELECT format('column %s.%s %s notnull=%s default=%s', rel, attname, format_type(atttypid, atttypmod),
+                            attnotnull, pg_get_expr(adbin, adrelid))
+        FROM rels JOIN pg_attribute a ON a.attrelid = rel LEFT JOIN pg_attrdef ad ON ad.adrelid = rel AND ad.adnum = a.attnum
+        WHERE a.attnum > 0 AND NOT a.attisdropped
+    UNION ALL SELECT format('constraint %s.%s %s', rel, conname, pg_get_constraintdef(c.oid))
+        FROM rels JOIN pg_constraint c ON c.conrelid = rel
+    UNION ALL SELECT 'index ' || pg_get_indexdef(indexrelid) FROM rels JOIN pg_index ON indrelid = rel
+    UNION ALL SELECT 'trigger ' || pg_get_triggerdef(t.oid) FROM rels JOIN pg_trigger t ON t.tgrelid = rel WHERE NOT t.tgisinternal
+    UNION ALL SELECT format('relation %s rls=%s force=%s replident=%s acl=%s comment=%s', rel, relrowsecurity,
+                            relforcerowsecurity, relreplident, relacl, obj_description(rel, 'pg_class'))
+        FROM rels JOIN pg_class c ON c.oid = rel
+    UNION ALL SELECT format('column comment %s.%s %s', rel, attname, col_description(rel, attnum))
+        FROM rels JOIN pg_attribute ON attrelid = rel WHERE attnum > 0 AND col_description(rel, attnum) IS NOT NULL
+    UNION ALL SELECT format('policy %s.%s %s %s using=%s check=%s', rel, polname, polcmd,
+                            polroles::regrole[], pg_get_expr(polqual, polrelid), pg_get_expr(polwithcheck, polrelid))
+        FROM rels JOIN pg_policy ON polrelid = rel
+    UNION ALL SELECT format('function %s acl=%s %s', p.oid::regprocedure, proacl, pg_get_functiondef(p.oid))
+        FROM members m JOIN pg_proc p ON p.oid = m.objid WHERE m.classid = 'pg_proc'::regclass AND p.prokind <> 'a'
+    UNION ALL SELECT format('schema %s acl=%s', nspname, nspacl) FROM pg_namespace WHERE nspname IN ('flux', 'flux_internal')
+    UNION ALL SELECT 'published ' || schemaname || '.' || tablename FROM pg_publication_tables WHERE pubname = 'supabase_realtime'
+) described(line)
+ORDER BY line;
+SQL
+}
+
+# Every stored row, in a stable order, as one checksum per table.
+data_of() {
+    flux_psql_db "$1" -Atc "
+        SELECT 'devices ' || count(*) || ' ' || md5(string_agg(to_jsonb(d)::text, ',' ORDER BY id)) FROM flux.mg_device_registry d
+        UNION ALL SELECT 'bess ' || count(*) || ' ' || md5(string_agg(to_jsonb(b)::text, ',' ORDER BY device_id, time)) FROM flux.mg_bess_readings b
+        UNION ALL SELECT 'meter ' || count(*) || ' ' || md5(string_agg(to_jsonb(m)::text, ',' ORDER BY device_id, time)) FROM flux.mg_meter_readings m
+        UNION ALL SELECT 'market ' || count(*) || ' ' || md5(string_agg(to_jsonb(x)::text, ',' ORDER BY type, time)) FROM flux.market_data x"
+}
+
+fresh=flux_upgrade_fresh
+current=$(flux_psql -Atc "SELECT default_version FROM pg_available_extensions WHERE name = 'flux'")
+versions=$(flux_psql -Atc "SELECT version FROM pg_available_extension_versions WHERE name = 'flux' ORDER BY version")
+[[ -n $versions ]] || die "no installable flux version found"
+
+flux_psql -c "DROP DATABASE IF EXISTS $fresh" -c "CREATE DATABASE $fresh"
+flux_psql_db "$fresh" -c "CREATE EXTENSION flux"
+expected_schema=$(schema_of "$fresh")
+
+failures=0
+for version in $versions; do
+    db=flux_upgrade_from_${version//./_}
+    flux_psql -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
+    flux_psql_db "$db" -c "CREATE EXTENSION flux VERSION '$version'"
+    flux_psql_db "$db" <<'SQL'
+INSERT INTO flux.mg_device_registry (id, name, type, site, metadata)
+VALUES ('123e4567-e89b-12d3-a456-426614174000', 'WLCE-BESS-01', 'bess', 'WLCE', '{"max_power": 100}'),
+       ('223e4567-e89b-12d3-a456-426614174000', 'WLCE-METER-01', 'meter', 'WLCE', '{"max_power_kw": 250}');
+INSERT INTO flux.mg_bess_readings (device_id, time, soe, target_power, available_inverter_blocks, command_source)
+SELECT '123e4567-e89b-12d3-a456-426614174000', t, 50 + 10 * sin(extract(epoch FROM t) / 3600), -25, 4, 1
+FROM generate_series('2024-01-01'::timestamptz, '2024-01-02', '1 minute') t;
+INSERT INTO flux.mg_meter_readings (device_id, time, power_total_active, energy_imported_active, energy_exported_active)
+SELECT '223e4567-e89b-12d3-a456-426614174000', t, 120, 1000 + row_number() OVER (ORDER BY t) * 2, 0
+FROM generate_series('2024-01-01'::timestamptz, '2024-01-02', '1 minute') t;
+INSERT INTO flux.market_data (time, type, value, metadata)
+VALUES ('2024-01-01T12:00:00Z', 1, -150.5, '{"confidence": 0.85, "settlement_period": 24}');
+SQL
+    before=$(data_of "$db")
+    flux_psql_db "$db" -c "ALTER EXTENSION flux UPDATE"
+    after=$(data_of "$db")
+    got_version=$(flux_psql_db "$db" -Atc "SELECT extversion FROM pg_extension WHERE extname = 'flux'")
+    if [[ $got_version != "$current" ]]; then
+        say "FAIL $version: after UPDATE the version is $got_version, not $current"; failures=$((failures + 1))
+    elif [[ $before != "$after" ]]; then
+        say "FAIL $version: stored data changed during the update"; diff <(echo "$before") <(echo "$after") >&2 || true
+        failures=$((failures + 1))
+    elif ! diff -u <(echo "$expected_schema") <(schema_of "$db") >&2; then
+        say "FAIL $version: the updated schema differs from a fresh install (diff above)"; failures=$((failures + 1))
+    else
+        say "ok   $version -> $current: $(echo "$before" | tr '\n' ' ')"
+    fi
+    flux_psql -c "DROP DATABASE $db"
+done
+flux_psql -c "DROP DATABASE $fresh"
+((failures == 0)) || die "$failures upgrade path(s) failed"
