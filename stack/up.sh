@@ -45,10 +45,10 @@ SECRETS
     fi
 }
 
-# Builds the extension package and copies changed files into PostgreSQL's directories.
-# Prints "changed" when the shared library changed (a preloaded library needs a restart).
+# Builds the extension package and copies the files that differ into PostgreSQL's directories
+# (shared by every stack on this machine).
 install_extension() {
-    local pkg="$FLUX_HOME/build/package" f dest changed=""
+    local pkg="$FLUX_HOME/build/package" f dest
     say "building the extension ($FLUX_PROFILE)"
     rm -rf "$pkg"
     local profile_flag=(--profile "$FLUX_PROFILE")
@@ -58,14 +58,14 @@ install_extension() {
         { cat "$FLUX_HOME/log/build.log" >&2; die "extension build failed"; }
     while IFS= read -r -d '' f; do
         dest=/${f#"$pkg"/}
-        if ! cmp -s "$f" "$dest"; then
-            # `install` replaces the file (new inode): running backends keep the old mapping.
-            install -D -m 644 "$f" "$dest"
-            [[ $dest == *.so ]] && changed=changed
-        fi
+        # `install` replaces the file (new inode): running backends keep the old mapping.
+        cmp -s "$f" "$dest" || install -D -m 644 "$f" "$dest"
     done < <(find "$pkg" -type f -print0)
-    echo "$changed"
 }
+
+# The preloaded library is read at server start: the checksum of the one this cluster runs.
+LOADED_LIBRARY=$FLUX_HOME/run/flux.so.sha256
+library_sum() { sha256sum "$("$PG_CONFIG" --pkglibdir)/flux.so" | cut -d' ' -f1; }
 
 init_cluster() {
     [[ -f $PGDATA/PG_VERSION ]] && return
@@ -97,6 +97,7 @@ configure_cluster() {
 
 start_postgres() {
     local restart=$1
+    [[ $(cat "$LOADED_LIBRARY" 2>/dev/null) == "$(library_sum)" ]] || restart+=library
     if pg_running; then
         if [[ -n $restart ]]; then
             say "restarting PostgreSQL (library or settings changed)"
@@ -108,6 +109,7 @@ start_postgres() {
         as_postgres "$PG_BIN/pg_ctl" -D "$PGDATA" -w -t 120 -l "$FLUX_HOME/log/postgresql.log" \
             start >/dev/null || { tail -20 "$FLUX_HOME/log/postgresql.log" >&2; die "PostgreSQL did not start"; }
     fi
+    library_sum >"$LOADED_LIBRARY"
 }
 
 create_extension() {
@@ -207,11 +209,9 @@ main() {
     ensure_runtime_deps
     prepare_dirs
     ensure_secrets
-    local lib_changed conf_changed
-    lib_changed=$(install_extension)
+    install_extension
     init_cluster
-    conf_changed=$(configure_cluster)
-    start_postgres "$lib_changed$conf_changed"
+    start_postgres "$(configure_cluster)"
     create_extension
     ensure_keys
     start_postgrest
