@@ -8,6 +8,11 @@
 -- Floating-point columns refuse NaN and ±Infinity: JSON cannot carry them, but PostgreSQL would
 -- accept the strings "NaN" and "Infinity", and one such value would poison every aggregate.
 -- (`x < 'Infinity'` is false for NaN as well, because PostgreSQL sorts NaN above Infinity.)
+--
+-- Indexes: the primary keys serve per-device time ranges; the `time` indexes serve time ranges
+-- across devices and newest-first listings (scanned backwards). They are ascending on purpose:
+-- an unordered scan through them then yields readings in time order, which the energy
+-- functions stream without re-reading.
 
 CREATE TABLE flux.mg_device_registry (
     id          uuid        NOT NULL DEFAULT gen_random_uuid() PRIMARY KEY,
@@ -51,7 +56,7 @@ CREATE TABLE flux.mg_bess_readings (
     CONSTRAINT target_power_finite CHECK (target_power > '-Infinity' AND target_power < 'Infinity'),
     CONSTRAINT available_inverter_blocks_not_negative CHECK (available_inverter_blocks >= 0)
 );
-CREATE INDEX mg_bess_readings_time_idx ON flux.mg_bess_readings (time DESC);
+CREATE INDEX mg_bess_readings_time_idx ON flux.mg_bess_readings (time);
 
 COMMENT ON TABLE flux.mg_bess_readings IS 'Battery energy storage system telemetry, one row per device and time.';
 COMMENT ON COLUMN flux.mg_bess_readings.soe IS 'State of energy, % (0-100)';
@@ -82,7 +87,7 @@ CREATE TABLE flux.mg_meter_readings (
     CONSTRAINT current_phase_average_finite
         CHECK (current_phase_average > '-Infinity' AND current_phase_average < 'Infinity')
 );
-CREATE INDEX mg_meter_readings_time_idx ON flux.mg_meter_readings (time DESC);
+CREATE INDEX mg_meter_readings_time_idx ON flux.mg_meter_readings (time);
 
 COMMENT ON TABLE flux.mg_meter_readings IS 'Power meter telemetry, one row per device and time.';
 COMMENT ON COLUMN flux.mg_meter_readings.power_total_active IS 'Total active power, kW';
@@ -103,7 +108,7 @@ CREATE TABLE flux.market_data (
     CONSTRAINT market_data_value_finite CHECK (value > '-Infinity' AND value < 'Infinity'),
     CONSTRAINT market_data_metadata_is_object CHECK (jsonb_typeof(metadata) = 'object')
 );
-CREATE INDEX market_data_time_idx ON flux.market_data (time DESC);
+CREATE INDEX market_data_time_idx ON flux.market_data (time);
 
 COMMENT ON TABLE flux.market_data IS 'GB market signals, one row per type and time.';
 COMMENT ON COLUMN flux.market_data.type IS

@@ -1,10 +1,20 @@
 //! Every setting Flux reads, in one place. Documented in the README.
 
+use flux_energy::Params;
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use std::ffi::CString;
 
 /// HS256 secret shared with PostgREST (`jwt-secret`). Superuser-only: API roles cannot read it.
 pub static JWT_SECRET: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+
+// Defaults of the energy reconstruction for devices whose registry metadata does not say.
+// 0 means unknown for the two optional ones.
+pub static ENERGY_MAX_POWER_KW: GucSetting<f64> = GucSetting::<f64>::new(0.0);
+pub static ENERGY_REGISTER_MAX_KWH: GucSetting<f64> = GucSetting::<f64>::new(0.0);
+pub static ENERGY_JITTER_KWH: GucSetting<f64> = GucSetting::<f64>::new(Params::DEFAULT.jitter_kwh);
+pub static ENERGY_JITTER_REL: GucSetting<f64> = GucSetting::<f64>::new(Params::DEFAULT.jitter_rel);
+pub static ENERGY_RESET_FRACTION: GucSetting<f64> =
+    GucSetting::<f64>::new(Params::DEFAULT.reset_fraction);
 
 pub fn register() {
     GucRegistry::define_string_guc(
@@ -15,4 +25,65 @@ pub fn register() {
         GucContext::Suset,
         GucFlags::SUPERUSER_ONLY | GucFlags::NO_SHOW_ALL,
     );
+    let energy = [
+        (
+            c"flux.energy_max_power_kw",
+            c"Default maximum power (kW) of a meter, when its metadata has no max_power_kw.",
+            c"Rises faster than this (with 10% headroom) are spikes or meter changes, not energy. 0 = unknown.",
+            &ENERGY_MAX_POWER_KW,
+            1e9,
+        ),
+        (
+            c"flux.energy_register_max_kwh",
+            c"Default register modulus (kWh) at which energy registers roll over.",
+            c"Used when a meter's metadata has no energy_register_max_kwh. 0 = unknown.",
+            &ENERGY_REGISTER_MAX_KWH,
+            1e15,
+        ),
+        (
+            c"flux.energy_jitter_kwh",
+            c"Default absolute tolerance (kWh) for a register reading below the previous one.",
+            c"Used when a meter's metadata has no energy_jitter_kwh. Smaller drops are jitter.",
+            &ENERGY_JITTER_KWH,
+            1e9,
+        ),
+        (
+            c"flux.energy_jitter_rel",
+            c"Tolerance for downward jitter relative to the register value.",
+            c"A drop within max(energy_jitter_kwh, energy_jitter_rel * value) is jitter.",
+            &ENERGY_JITTER_REL,
+            1.0,
+        ),
+        (
+            c"flux.energy_reset_fraction",
+            c"Without a maximum power, a drop to at most this fraction of the register is a reset.",
+            c"Also bounds a plausible rollover, as a fraction of the register modulus.",
+            &ENERGY_RESET_FRACTION,
+            1.0,
+        ),
+    ];
+    for (name, short, long, setting, max) in energy {
+        GucRegistry::define_float_guc(
+            name,
+            short,
+            long,
+            setting,
+            0.0,
+            max,
+            GucContext::Userset,
+            GucFlags::empty(),
+        );
+    }
+}
+
+/// The energy parameters for devices without metadata, from the settings above.
+pub fn energy_defaults() -> Params {
+    let known = |v: f64| (v > 0.0).then_some(v);
+    Params {
+        max_power_kw: known(ENERGY_MAX_POWER_KW.get()),
+        register_max_kwh: known(ENERGY_REGISTER_MAX_KWH.get()),
+        jitter_kwh: ENERGY_JITTER_KWH.get(),
+        jitter_rel: ENERGY_JITTER_REL.get(),
+        reset_fraction: ENERGY_RESET_FRACTION.get(),
+    }
 }

@@ -6,16 +6,41 @@
 
 use pgrx::prelude::*;
 
+mod energy;
 mod error;
 mod guc;
 mod keys;
+mod row_stream;
 
 ::pgrx::pg_module_magic!(name, version);
 
 extension_sql_file!("../sql/roles.sql", name = "roles", bootstrap);
 extension_sql_file!("../sql/tables.sql", name = "tables", requires = ["roles"]);
-extension_sql_file!("../sql/security.sql", name = "security", requires = ["tables"]);
-extension_sql_file!("../sql/realtime.sql", name = "realtime", requires = ["tables"]);
+extension_sql_file!(
+    "../sql/registry.sql",
+    name = "registry",
+    requires = ["tables", energy::flux_internal::energy_metadata_error]
+);
+extension_sql_file!(
+    "../sql/security.sql",
+    name = "security",
+    requires = ["tables"]
+);
+extension_sql_file!(
+    "../sql/realtime.sql",
+    name = "realtime",
+    requires = ["tables"]
+);
+extension_sql_file!(
+    "../sql/energy.sql",
+    name = "energy",
+    requires = [
+        energy::get_meter_readings_5m,
+        energy::get_meter_readings_30m,
+        energy::meter_energy_buckets,
+        energy::settlement_period
+    ]
+);
 extension_sql_file!(
     "../sql/keys.sql",
     name = "keys",

@@ -27,15 +27,20 @@ pub struct Params {
     pub reset_fraction: f64,
 }
 
+impl Params {
+    /// The documented defaults; a `const` so that settings can take their defaults from it.
+    pub const DEFAULT: Params = Params {
+        max_power_kw: None,
+        register_max_kwh: None,
+        jitter_kwh: 0.5,
+        jitter_rel: 1e-4,
+        reset_fraction: 0.1,
+    };
+}
+
 impl Default for Params {
     fn default() -> Self {
-        Params {
-            max_power_kw: None,
-            register_max_kwh: None,
-            jitter_kwh: 0.5,
-            jitter_rel: 1e-4,
-            reset_fraction: 0.1,
-        }
+        Params::DEFAULT
     }
 }
 

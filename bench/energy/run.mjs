@@ -1,0 +1,165 @@
+// Energy benchmark: get_meter_readings_30m against the floor (one grouped scan of the same rows
+// and columns) and against the plain SQL a user would otherwise write (lag() per device,
+// negative differences as resets). All three run in one session, interleaved, several times;
+// the ratios are of medians. Also: rows/s, peak backend memory, and time from 1 to 30 days.
+//
+//   node bench/energy/run.mjs [--meters 20] [--days 30] [--reps 5]
+//
+// Needs a running stack (./flux up); the data goes to its own database flux_bench_<m>x<d>.
+import { readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createRequire } from 'node:module';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const pg = createRequire(join(root, 'tests', 'package.json'))('pg');
+
+const opt = (name, def) => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 ? Number(process.argv[i + 1]) : def;
+};
+const meters = opt('meters', 20);
+const days = opt('days', 30);
+const reps = opt('reps', 5);
+
+const home = process.env.FLUX_HOME ?? join(root, '.flux');
+const env = Object.fromEntries(
+  readFileSync(join(home, 'stack.env'), 'utf8').split('\n').filter((l) => l.includes('=')).map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]),
+);
+const dbName = `flux_bench_${meters}x${days}`;
+const dbUrl = env.FLUX_DB_URL.replace(/\/[^/]*$/, `/${dbName}`);
+const expectedRows = meters * days * 8640;
+
+async function prepareDatabase() {
+  const admin = new pg.Client({ connectionString: env.FLUX_DB_URL });
+  await admin.connect();
+  const exists = (await admin.query('SELECT 1 FROM pg_database WHERE datname = $1', [dbName])).rowCount > 0;
+  let ready = false;
+  if (exists) {
+    const c = new pg.Client({ connectionString: dbUrl });
+    await c.connect();
+    try {
+      await c.query('ALTER EXTENSION flux UPDATE');
+      const n = Number((await c.query('SELECT count(*) AS n FROM flux.mg_meter_readings')).rows[0].n);
+      await c.query("SELECT count(*) FROM flux.get_meter_readings_30m('2024-01-01', '2024-01-01 01:00', NULL)");
+      ready = n === expectedRows;
+    } catch {
+      ready = false;
+    }
+    await c.end();
+  }
+  if (!ready) {
+    console.log(`generating ${expectedRows.toLocaleString()} readings (${meters} meters × ${days} days × one per 10 s) in ${dbName} ...`);
+    await admin.query(`DROP DATABASE IF EXISTS ${dbName}`);
+    await admin.query(`CREATE DATABASE ${dbName}`);
+    const c = new pg.Client({ connectionString: dbUrl });
+    await c.connect();
+    await c.query('CREATE EXTENSION flux');
+    const script = readFileSync(join(root, 'bench', 'energy', 'generate.sql'), 'utf8')
+      .replaceAll(':meters', String(meters))
+      .replaceAll(':days', String(days));
+    await c.query(script);
+    await c.query('VACUUM ANALYZE flux.mg_meter_readings');
+    await c.end();
+  }
+  await admin.end();
+}
+
+// Each query sums every output column: the planner drops output columns nobody reads (and the
+// work behind them), so a bare count(*) would measure less than the full computation.
+const buckets = (from) => `SELECT count(*), sum(p), sum(i), sum(e) FROM (${from}) q(device_id, time_b, p, i, e)`;
+const queries = {
+  floor: buckets(`
+      SELECT device_id, date_bin('30 minutes', time, 'epoch'), avg(power_total_active),
+             max(energy_imported_active) - min(energy_imported_active),
+             max(energy_exported_active) - min(energy_exported_active)
+      FROM flux.mg_meter_readings WHERE time >= $1 AND time < $2 GROUP BY 1, 2`),
+  flux: buckets(`
+      SELECT device_id, time_b, power_total_active_avg, energy_imported_active_delta, energy_exported_active_delta
+      FROM flux.get_meter_readings_30m($1, $2, NULL)`),
+  plain: buckets(`
+      SELECT device_id, date_bin('30 minutes', time, 'epoch'), avg(power_total_active),
+             sum(CASE WHEN di < 0 THEN energy_imported_active ELSE di END),
+             sum(CASE WHEN de < 0 THEN energy_exported_active ELSE de END)
+      FROM (SELECT device_id, time, power_total_active, energy_imported_active, energy_exported_active,
+                   energy_imported_active - lag(energy_imported_active) OVER w AS di,
+                   energy_exported_active - lag(energy_exported_active) OVER w AS de
+            FROM flux.mg_meter_readings WHERE time >= $1 AND time < $2
+            WINDOW w AS (PARTITION BY device_id ORDER BY time)) r
+      GROUP BY 1, 2`),
+};
+
+const rssAnonKb = (pid) => {
+  try {
+    return Number(/RssAnon:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))[1]);
+  } catch {
+    return NaN;
+  }
+};
+
+/** Runs one query; returns [milliseconds, peak anonymous memory of the backend above its start (MB)]. */
+async function timed(client, pid, sql, args) {
+  const base = rssAnonKb(pid);
+  let peak = base;
+  const sampler = setInterval(() => {
+    peak = Math.max(peak, rssAnonKb(pid));
+  }, 2);
+  const t0 = process.hrtime.bigint();
+  await client.query(sql, args);
+  const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+  clearInterval(sampler);
+  peak = Math.max(peak, rssAnonKb(pid));
+  return [ms, (peak - base) / 1024];
+}
+
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const range = (d) => ['2024-01-01T00:00:00Z', new Date(Date.parse('2024-01-01T00:00:00Z') + d * 86_400_000).toISOString()];
+
+async function main() {
+  await prepareDatabase();
+  const client = new pg.Client({ connectionString: dbUrl });
+  await client.connect();
+  // Single-process comparison: the function cannot use parallel workers, so neither may the
+  // others. JIT is off for all three: its compile time (hundreds of ms for the grouped scans)
+  // would otherwise flatter the ratios.
+  await client.query('SET max_parallel_workers_per_gather = 0');
+  await client.query('SET jit = off');
+  const pid = (await client.query('SELECT pg_backend_pid() AS pid')).rows[0].pid;
+  const full = range(days);
+
+  for (const sql of Object.values(queries)) await client.query(sql, full); // warm the cache
+  const times = { floor: [], flux: [], plain: [] };
+  const memory = { floor: [], flux: [], plain: [] };
+  for (let i = 0; i < reps; i++) {
+    for (const [name, sql] of Object.entries(queries)) {
+      const [ms, mb] = await timed(client, pid, sql, full);
+      times[name].push(ms);
+      memory[name].push(mb);
+    }
+  }
+  const t = Object.fromEntries(Object.entries(times).map(([k, v]) => [k, median(v)]));
+  const m = Object.fromEntries(Object.entries(memory).map(([k, v]) => [k, Math.max(...v)]));
+  const rows = expectedRows;
+  console.log(`\nenergy benchmark: ${meters} meters × ${days} days × 1 reading / 10 s = ${rows.toLocaleString()} rows, 30-minute buckets, median of ${reps}`);
+  console.log('  one session, no parallel workers, JIT off');
+  console.log(`  (a) floor: grouped scan        ${t.floor.toFixed(0).padStart(7)} ms   peak memory ${m.floor.toFixed(1)} MB`);
+  console.log(`  (b) get_meter_readings_30m     ${t.flux.toFixed(0).padStart(7)} ms   peak memory ${m.flux.toFixed(1)} MB   ${(rows / t.flux / 1000).toFixed(2)} M rows/s`);
+  console.log(`  (c) plain SQL with lag()       ${t.plain.toFixed(0).padStart(7)} ms   peak memory ${m.plain.toFixed(1)} MB`);
+  console.log(`  ratio (b)/(a) = ${(t.flux / t.floor).toFixed(2)}   (goal ≤ 1.5)`);
+  console.log(`  ratio (c)/(b) = ${(t.plain / t.flux).toFixed(2)}   (goal ≥ 3)`);
+
+  console.log('\n  scaling of (b) with the range (ms, and ms per day):');
+  for (const d of [1, 2, 4, 8, 15, 30].filter((d) => d <= days)) {
+    const r = range(d);
+    const samples = [];
+    for (let i = 0; i < Math.max(3, reps); i++) samples.push((await timed(client, pid, queries.flux, r))[0]);
+    const ms = median(samples);
+    console.log(`    ${String(d).padStart(2)} days  ${ms.toFixed(0).padStart(6)} ms  ${(ms / d).toFixed(1).padStart(6)} ms/day`);
+  }
+  await client.end();
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});

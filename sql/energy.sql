@@ -1,0 +1,11 @@
+-- Documentation of the energy functions (implemented in Rust, src/energy.rs). They run with the
+-- caller's rights: row-level security decides which devices and readings they see.
+
+COMMENT ON FUNCTION flux.get_meter_readings_5m(timestamptz, timestamptz, uuid[]) IS
+    'Per device and 5-minute bucket in [start_time, end_time): mean power and the energy imported and exported (kWh), reconstructed from the cumulative registers across resets, rollovers, jitter, meter changes and gaps. device_ids null = every device you can see.';
+COMMENT ON FUNCTION flux.get_meter_readings_30m(timestamptz, timestamptz, uuid[]) IS
+    'As get_meter_readings_5m, per 30-minute settlement period, with the GB settlement date and period number.';
+COMMENT ON FUNCTION flux.meter_energy_buckets(timestamptz, timestamptz, interval, uuid[]) IS
+    'Energy per bucket of any fixed width (1 second to 31 days), with reading counts, per-register coverage (fraction of the bucket inside the data) and quality flags: interpolated, reset, rollover, jitter, meter_change, spike_dropped.';
+COMMENT ON FUNCTION flux.settlement_period(timestamptz) IS
+    'GB settlement date, period number and number of periods of that date (46 or 50 on clock-change days) of an instant.';

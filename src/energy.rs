@@ -1,0 +1,518 @@
+//! SQL front of `flux-energy`: the documented RPCs `get_meter_readings_5m` / `_30m`, the general
+//! `meter_energy_buckets`, and `settlement_period`.
+//!
+//! Per device, the readings are read in time order — the last `CONTEXT_BEFORE` before the range,
+//! then the range and the first `CONTEXT_AFTER` after it, through one cursor — and streamed into
+//! a `DeviceAggregator`. Everything runs as the caller: row-level security decides which devices
+//! and readings exist for them.
+
+use crate::error::raise;
+use crate::row_stream::{for_each_row, Arg};
+use flux_energy::{
+    settlement_period as settlement, BucketRow, DeviceAggregator, Grid, Params, Reading,
+    CONTEXT_AFTER, CONTEXT_BEFORE,
+};
+use pgrx::datum::DatumWithOid;
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+use pgrx::{JsonB, PgSqlErrorCode, Uuid};
+
+/// µs from the Unix epoch to PostgreSQL's (2000-01-01).
+const PG_EPOCH_US: i64 = 946_684_800_000_000;
+const MINUTE_US: i64 = 60_000_000;
+
+/// Energy and mean power per 5-minute bucket (documented RPC).
+#[pg_extern(stable, parallel_safe)]
+#[allow(clippy::type_complexity)]
+fn get_meter_readings_5m(
+    start_time: Option<TimestampWithTimeZone>,
+    end_time: Option<TimestampWithTimeZone>,
+    device_ids: default!(Option<Vec<Option<Uuid>>>, "NULL"),
+) -> TableIterator<
+    'static,
+    (
+        name!(time_b, TimestampWithTimeZone),
+        name!(device_id, Uuid),
+        name!(power_total_active_avg, Option<f64>),
+        name!(energy_imported_active_delta, Option<f64>),
+        name!(energy_exported_active_delta, Option<f64>),
+    ),
+> {
+    let rows = device_buckets(start_time, end_time, 5 * MINUTE_US, device_ids);
+    TableIterator::new(
+        rows.into_iter()
+            .flat_map(|(device, buckets)| buckets.into_iter().map(move |b| energy_row(device, &b))),
+    )
+}
+
+/// Energy and mean power per 30-minute settlement period (documented RPC), with the GB
+/// settlement date and period of each bucket.
+#[pg_extern(stable, parallel_safe)]
+#[allow(clippy::type_complexity)]
+fn get_meter_readings_30m(
+    start_time: Option<TimestampWithTimeZone>,
+    end_time: Option<TimestampWithTimeZone>,
+    device_ids: default!(Option<Vec<Option<Uuid>>>, "NULL"),
+) -> TableIterator<
+    'static,
+    (
+        name!(time_b, TimestampWithTimeZone),
+        name!(device_id, Uuid),
+        name!(power_total_active_avg, Option<f64>),
+        name!(energy_imported_active_delta, Option<f64>),
+        name!(energy_exported_active_delta, Option<f64>),
+        name!(settlement_date, Date),
+        name!(settlement_period, i32),
+    ),
+> {
+    let rows = device_buckets(start_time, end_time, 30 * MINUTE_US, device_ids);
+    TableIterator::new(rows.into_iter().flat_map(|(device, buckets)| {
+        buckets.into_iter().map(move |b| {
+            let (time_b, device_id, power, imported, exported) = energy_row(device, &b);
+            let s = settlement(b.start);
+            (
+                time_b,
+                device_id,
+                power,
+                imported,
+                exported,
+                date(s.date_days),
+                s.period as i32,
+            )
+        })
+    }))
+}
+
+/// Energy per bucket of any width, with what each figure is made of: reading count, the
+/// fraction of the bucket each register's data covers, and quality flags per register.
+#[pg_extern(stable, parallel_safe)]
+#[allow(clippy::type_complexity)]
+fn meter_energy_buckets(
+    start_time: Option<TimestampWithTimeZone>,
+    end_time: Option<TimestampWithTimeZone>,
+    bucket_width: Option<Interval>,
+    device_ids: default!(Option<Vec<Option<Uuid>>>, "NULL"),
+) -> TableIterator<
+    'static,
+    (
+        name!(time_b, TimestampWithTimeZone),
+        name!(device_id, Uuid),
+        name!(power_total_active_avg, Option<f64>),
+        name!(reading_count, i32),
+        name!(energy_imported_active_delta, Option<f64>),
+        name!(energy_exported_active_delta, Option<f64>),
+        name!(energy_imported_active_coverage, f64),
+        name!(energy_exported_active_coverage, f64),
+        name!(energy_imported_active_quality, Vec<&'static str>),
+        name!(energy_exported_active_quality, Vec<&'static str>),
+    ),
+> {
+    let width = bucket_width_us(bucket_width);
+    let rows = device_buckets(start_time, end_time, width, device_ids);
+    TableIterator::new(rows.into_iter().flat_map(|(device, buckets)| {
+        buckets.into_iter().map(move |b| {
+            (
+                timestamptz(b.start),
+                device,
+                b.power_avg,
+                b.reading_count as i32,
+                b.imported.delta,
+                b.exported.delta,
+                b.imported.coverage,
+                b.exported.coverage,
+                b.imported.quality.names().collect(),
+                b.exported.quality.names().collect(),
+            )
+        })
+    }))
+}
+
+/// GB settlement date and period of an instant, and how many periods that date has.
+#[pg_extern(immutable, parallel_safe, strict)]
+fn settlement_period(
+    ts: TimestampWithTimeZone,
+) -> TableIterator<
+    'static,
+    (
+        name!(settlement_date, Date),
+        name!(settlement_period, i32),
+        name!(periods_in_day, i32),
+    ),
+> {
+    let s = settlement(micros_since_unix_epoch(ts, "ts"));
+    TableIterator::once((date(s.date_days), s.period as i32, s.periods_in_day as i32))
+}
+
+/// The documented columns of a bucket row.
+fn energy_row(
+    device: Uuid,
+    b: &BucketRow,
+) -> (
+    TimestampWithTimeZone,
+    Uuid,
+    Option<f64>,
+    Option<f64>,
+    Option<f64>,
+) {
+    (
+        timestamptz(b.start),
+        device,
+        b.power_avg,
+        b.imported.delta,
+        b.exported.delta,
+    )
+}
+
+/// Validates the arguments, then aggregates every requested (or visible) device.
+fn device_buckets(
+    start_time: Option<TimestampWithTimeZone>,
+    end_time: Option<TimestampWithTimeZone>,
+    width_us: i64,
+    device_ids: Option<Vec<Option<Uuid>>>,
+) -> Vec<(Uuid, Vec<BucketRow>)> {
+    let start = micros_since_unix_epoch(required(start_time, "start_time"), "start_time");
+    let end = micros_since_unix_epoch(required(end_time, "end_time"), "end_time");
+    let grid = Grid::covering(start, end, width_us).unwrap_or_else(|e| {
+        raise(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            e.to_string(),
+        )
+    });
+    let requested = device_ids.map(|ids| {
+        ids.into_iter()
+            .map(|id| {
+                id.unwrap_or_else(|| {
+                    raise(
+                        PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+                        "device_ids must not contain null",
+                    )
+                })
+            })
+            .collect::<Vec<_>>()
+    });
+    let defaults = crate::guc::energy_defaults();
+    defaults.validate().unwrap_or_else(|e| {
+        raise(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("invalid flux.energy_* setting: {e}"),
+        )
+    });
+    Spi::connect(|client| {
+        let devices = devices(client, requested.as_deref(), &defaults);
+        aggregate_devices(client, devices, grid, requested.is_none())
+    })
+}
+
+/// The devices to report on, with their parameters: the requested ones (every one must be
+/// visible to the caller), or every device the caller can see. Ordered by id.
+fn devices(
+    client: &SpiClient<'_>,
+    requested: Option<&[Uuid]>,
+    defaults: &Params,
+) -> Vec<(Uuid, Params)> {
+    let table = client
+        .select(
+            "SELECT id, name, metadata FROM flux.mg_device_registry \
+             WHERE $1::uuid[] IS NULL OR id = ANY($1) ORDER BY id",
+            None,
+            &[DatumWithOid::from(requested.map(<[Uuid]>::to_vec))],
+        )
+        .unwrap_or_else(|e| spi_failed(e));
+    let mut found = Vec::with_capacity(table.len());
+    for row in table {
+        let id: Uuid = row
+            .get(1)
+            .ok()
+            .flatten()
+            .expect("registry id is the primary key");
+        let name: String = row.get(2).ok().flatten().unwrap_or_default();
+        let metadata: Option<JsonB> = row.get(3).unwrap_or_else(|e| spi_failed(e));
+        let params = defaults
+            .with_metadata(metadata.as_ref().map(|m| &m.0))
+            .unwrap_or_else(|e| {
+                raise(
+                    PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                    format!("device {id} ({name}): {e}"),
+                )
+            });
+        found.push((id, params));
+    }
+    if let Some(requested) = requested {
+        let unknown: Vec<String> = requested
+            .iter()
+            .filter(|id| {
+                found
+                    .binary_search_by_key(&device_key(id), |(f, _)| device_key(f))
+                    .is_err()
+            })
+            .map(|id| id.to_string())
+            .collect();
+        if !unknown.is_empty() {
+            raise(
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                format!(
+                    "unknown device id(s) {}: not registered in mg_device_registry, or not visible to you",
+                    unknown.join(", ")
+                ),
+            );
+        }
+    }
+    found
+}
+
+/// One device being aggregated.
+struct DeviceState {
+    id: Uuid,
+    params: Params,
+    aggregator: DeviceAggregator,
+    /// Time of the last reading pushed.
+    last: Option<i64>,
+    /// False once the unordered range scan delivered this device's readings out of time order.
+    in_order: bool,
+}
+
+impl DeviceState {
+    fn push(&mut self, r: Reading) {
+        self.aggregator.push(r).unwrap_or_else(|e| {
+            raise(
+                PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
+                format!("device {}: {e}", self.id),
+            )
+        });
+        self.last = Some(r.time);
+    }
+}
+
+const READING_COLUMNS: &str =
+    "SELECT device_id, time, power_total_active, energy_imported_active, energy_exported_active \
+     FROM flux.mg_meter_readings";
+
+/// Aggregates the devices over the grid; `all_visible` when the caller did not name devices.
+///
+/// The readings inside the range are read in ONE scan of all devices, in whatever order the
+/// plan yields (a sequential scan gives insertion order: for telemetry, time order per device),
+/// and streamed into per-device aggregators. Around it, per device, two index probes fetch the
+/// context: the last readings before the range and the first ones after it. A device whose
+/// range readings arrive out of time order (late back-filled data, reused heap space) is read
+/// again through an ordered index scan, so the result never depends on the physical order;
+/// memory stays proportional to the buckets either way.
+fn aggregate_devices(
+    spi: &SpiClient<'_>,
+    devices: Vec<(Uuid, Params)>,
+    grid: Grid,
+    all_visible: bool,
+) -> Vec<(Uuid, Vec<BucketRow>)> {
+    let mut states: Vec<DeviceState> = devices
+        .into_iter()
+        .map(|(id, params)| DeviceState {
+            id,
+            params,
+            aggregator: DeviceAggregator::new(grid, params),
+            last: None,
+            in_order: true,
+        })
+        .collect();
+    if states.is_empty() {
+        return Vec::new();
+    }
+    for state in &mut states {
+        push_context_before(spi, state, grid);
+    }
+
+    // Devices come sorted by id, and uuid byte order is the order of the big-endian u128.
+    let keys: Vec<u128> = states.iter().map(|s| device_key(&s.id)).collect();
+    let mut query = format!("{READING_COLUMNS} WHERE time >= $1 AND time < $2");
+    let mut args = vec![
+        Arg::new(timestamptz(grid.start())),
+        Arg::new(timestamptz(grid.end())),
+    ];
+    if !all_visible {
+        // Without it, no filter on the device: row-level security already applies.
+        query.push_str(" AND device_id = ANY($3)");
+        args.push(Arg::new(states.iter().map(|s| s.id).collect::<Vec<_>>()));
+    }
+    for_each_reading(spi, &query, &args, |device, r| {
+        // A device registered after the registry was read has no aggregator: skip it.
+        let Ok(i) = keys.binary_search(&device) else {
+            return true;
+        };
+        let state = &mut states[i];
+        if state.in_order {
+            if state.last.is_some_and(|last| r.time <= last) {
+                state.in_order = false;
+            } else {
+                state.push(r);
+            }
+        }
+        true
+    });
+
+    states
+        .into_iter()
+        .map(|mut state| {
+            if !state.in_order {
+                state.aggregator = DeviceAggregator::new(grid, state.params);
+                state.last = None;
+                push_context_before(spi, &mut state, grid);
+                push_range_in_order(spi, &mut state, grid);
+            }
+            push_context_after(spi, &mut state, grid);
+            (state.id, state.aggregator.finish())
+        })
+        .collect()
+}
+
+/// Pushes the last `CONTEXT_BEFORE` readings before the grid, oldest first.
+fn push_context_before(spi: &SpiClient<'_>, state: &mut DeviceState, grid: Grid) {
+    let mut before = Vec::with_capacity(CONTEXT_BEFORE);
+    for_each_reading(
+        spi,
+        &format!(
+            "{READING_COLUMNS} WHERE device_id = $1 AND time < $2 ORDER BY time DESC LIMIT $3"
+        ),
+        &[
+            Arg::new(state.id),
+            Arg::new(timestamptz(grid.start())),
+            Arg::new(CONTEXT_BEFORE as i64),
+        ],
+        |_, r| {
+            before.push(r);
+            true
+        },
+    );
+    before.into_iter().rev().for_each(|r| state.push(r));
+}
+
+/// Pushes the readings inside the grid in time order (an index scan).
+fn push_range_in_order(spi: &SpiClient<'_>, state: &mut DeviceState, grid: Grid) {
+    for_each_reading(
+        spi,
+        &format!(
+            "{READING_COLUMNS} WHERE device_id = $1 AND time >= $2 AND time < $3 ORDER BY time"
+        ),
+        &[
+            Arg::new(state.id),
+            Arg::new(timestamptz(grid.start())),
+            Arg::new(timestamptz(grid.end())),
+        ],
+        |_, r| {
+            state.push(r);
+            true
+        },
+    );
+}
+
+/// Pushes the first `CONTEXT_AFTER` readings at or after the end of the grid.
+fn push_context_after(spi: &SpiClient<'_>, state: &mut DeviceState, grid: Grid) {
+    for_each_reading(
+        spi,
+        &format!("{READING_COLUMNS} WHERE device_id = $1 AND time >= $2 ORDER BY time LIMIT $3"),
+        &[
+            Arg::new(state.id),
+            Arg::new(timestamptz(grid.end())),
+            Arg::new(CONTEXT_AFTER as i64),
+        ],
+        |_, r| {
+            state.push(r);
+            true
+        },
+    );
+}
+
+fn device_key(id: &Uuid) -> u128 {
+    u128::from_be_bytes(*id.as_bytes())
+}
+
+/// Streams the reading rows of `query` (columns as in `READING_COLUMNS`) to `take` until the
+/// rows end or `take` returns false. This is the hot loop of the energy RPCs: millions of rows,
+/// read in place from the executor without copies.
+fn for_each_reading(
+    spi: &SpiClient<'_>,
+    query: &str,
+    args: &[Arg],
+    mut take: impl FnMut(u128, Reading) -> bool,
+) {
+    for_each_row(spi, query, args, &mut |values, nulls| {
+        // SAFETY: the columns of READING_COLUMNS: uuid (a pointer to 16 bytes, never null),
+        // timestamptz and three float8 (by value).
+        unsafe {
+            let device = u128::from_be_bytes(*values[0].cast_mut_ptr::<[u8; 16]>());
+            let float = |i: usize| f64::from_datum(values[i], nulls[i]);
+            take(
+                device,
+                Reading {
+                    time: i64::from_datum(values[1], nulls[1]).expect("time is NOT NULL")
+                        + PG_EPOCH_US,
+                    power: float(2),
+                    imported: float(3),
+                    exported: float(4),
+                },
+            )
+        }
+    });
+}
+
+fn required<T>(value: Option<T>, name: &str) -> T {
+    value.unwrap_or_else(|| {
+        raise(
+            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            format!("{name} must not be null"),
+        )
+    })
+}
+
+fn micros_since_unix_epoch(t: TimestampWithTimeZone, name: &str) -> i64 {
+    if !t.is_finite() {
+        raise(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("{name} must be a finite time, not {t}"),
+        );
+    }
+    pg_sys::TimestampTz::from(t) + PG_EPOCH_US
+}
+
+fn timestamptz(unix_us: i64) -> TimestampWithTimeZone {
+    TimestampWithTimeZone::try_from(unix_us - PG_EPOCH_US).expect("bucket starts are valid times")
+}
+
+fn date(unix_days: i32) -> Date {
+    // SAFETY: settlement dates are near their instants, well inside the range of `date`.
+    unsafe { Date::from_pg_epoch_days(unix_days - 10_957) }
+}
+
+/// A bucket width is a fixed duration: no months (their length varies), between 1 s and 31 days.
+fn bucket_width_us(width: Option<Interval>) -> i64 {
+    let width = required(width, "bucket_width");
+    let us = width.as_micros();
+    if width.months() != 0 || !(1_000_000..=31 * 86_400_000_000).contains(&us) {
+        raise(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!(
+                "bucket_width must be a fixed duration between 1 second and 31 days, got {width}"
+            ),
+        );
+    }
+    us as i64
+}
+
+fn spi_failed(e: pgrx::spi::SpiError) -> ! {
+    raise(
+        PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+        format!("flux: SPI failed: {e}"),
+    )
+}
+
+#[pg_schema]
+mod flux_internal {
+    use super::*;
+
+    /// Why a device's registry metadata cannot drive the energy reconstruction, or NULL if it
+    /// can. The registry checks it on every write, so a bad value is refused where it is made.
+    #[pg_extern(immutable, parallel_safe)]
+    fn energy_metadata_error(metadata: Option<JsonB>) -> Option<String> {
+        Params::DEFAULT
+            .with_metadata(metadata.as_ref().map(|m| &m.0))
+            .err()
+            .map(|e| e.to_string())
+    }
+}
