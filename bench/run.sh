@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# ./flux bench [energy] [-- options] — run the benchmarks against the running stack (./flux up).
+# ./flux bench [energy|edge] [options] — run the benchmarks against the running stack (./flux up).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 [[ -f ${FLUX_HOME:-$root/.flux}/stack.env ]] || { echo "start the stack first: ./flux up" >&2; exit 1; }
@@ -8,6 +8,7 @@ which=${1:-all}
 [[ $# -gt 0 ]] && shift
 case $which in
     energy) node "$root/bench/energy/run.mjs" "$@" ;;
-    all) node "$root/bench/energy/run.mjs" "$@" ;;
-    *) echo "usage: ./flux bench [energy] [options]" >&2; exit 2 ;;
+    edge) "$root/bench/edge/run.sh" "$@" ;;
+    all) node "$root/bench/energy/run.mjs"; "$root/bench/edge/run.sh" ;;
+    *) echo "usage: ./flux bench [energy|edge] [options]" >&2; exit 2 ;;
 esac

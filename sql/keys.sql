@@ -35,6 +35,5 @@ COMMENT ON FUNCTION flux.sign_jwt(jsonb, interval) IS
 
 REVOKE ALL ON FUNCTION flux.sign_jwt(jsonb, interval) FROM PUBLIC;
 REVOKE ALL ON FUNCTION flux_internal.jwt_sign(jsonb) FROM PUBLIC;
-GRANT USAGE ON SCHEMA flux_internal TO service_role;
 GRANT EXECUTE ON FUNCTION flux.sign_jwt(jsonb, interval) TO service_role;
 GRANT EXECUTE ON FUNCTION flux_internal.jwt_sign(jsonb) TO service_role;

@@ -2,15 +2,18 @@
 -- roles get explicit grants here; default privileges would not cover them.
 --
 --   anon           read every table
---   authenticated  read every table
+--   authenticated  read every table; insert readings for devices at the sites listed in the
+--                  `sites` claim of its JWT (an array of site codes, or one code)
 --   service_role   read and write every table (BYPASSRLS)
 --
--- Row-level security is on for every table, so a role only ever sees rows a policy grants it.
+-- Row-level security is on for every table, so a role only ever sees or writes rows a policy
+-- grants it. A refused write is a 401 (anon) or 403 (authenticated) and stores nothing.
 
 GRANT USAGE ON SCHEMA flux TO anon, authenticated, service_role;
 
 GRANT SELECT ON flux.mg_device_registry, flux.mg_bess_readings, flux.mg_meter_readings,
     flux.market_data TO anon, authenticated;
+GRANT INSERT ON flux.mg_bess_readings, flux.mg_meter_readings TO authenticated;
 GRANT SELECT, INSERT, UPDATE, DELETE ON flux.mg_device_registry, flux.mg_bess_readings,
     flux.mg_meter_readings, flux.market_data TO service_role;
 
@@ -23,3 +26,23 @@ CREATE POLICY read_all ON flux.mg_device_registry FOR SELECT TO anon, authentica
 CREATE POLICY read_all ON flux.mg_bess_readings FOR SELECT TO anon, authenticated USING (true);
 CREATE POLICY read_all ON flux.mg_meter_readings FOR SELECT TO anon, authenticated USING (true);
 CREATE POLICY read_all ON flux.market_data FOR SELECT TO anon, authenticated USING (true);
+
+-- The site codes of the request's JWT claims (PostgREST's request.jwt.claims).
+CREATE FUNCTION flux_internal.claimed_sites() RETURNS text[]
+LANGUAGE sql STABLE
+AS $$
+    SELECT CASE jsonb_typeof(claims -> 'sites')
+               WHEN 'array' THEN ARRAY(SELECT jsonb_array_elements_text(claims -> 'sites'))
+               WHEN 'string' THEN ARRAY[claims ->> 'sites']
+               ELSE '{}'::text[]
+           END
+    FROM (SELECT coalesce(nullif(current_setting('request.jwt.claims', true), ''), '{}')::jsonb) AS c(claims)
+$$;
+GRANT EXECUTE ON FUNCTION flux_internal.claimed_sites() TO authenticated;
+
+CREATE POLICY insert_at_claimed_sites ON flux.mg_bess_readings FOR INSERT TO authenticated
+    WITH CHECK (EXISTS (SELECT FROM flux.mg_device_registry d
+                        WHERE d.id = device_id AND d.site = ANY (flux_internal.claimed_sites())));
+CREATE POLICY insert_at_claimed_sites ON flux.mg_meter_readings FOR INSERT TO authenticated
+    WITH CHECK (EXISTS (SELECT FROM flux.mg_device_registry d
+                        WHERE d.id = device_id AND d.site = ANY (flux_internal.claimed_sites())));

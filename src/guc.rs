@@ -16,6 +16,15 @@ pub static ENERGY_JITTER_REL: GucSetting<f64> = GucSetting::<f64>::new(Params::D
 pub static ENERGY_RESET_FRACTION: GucSetting<f64> =
     GucSetting::<f64>::new(Params::DEFAULT.reset_fraction);
 
+// Rate-limit tiers (requests per minute, burst), per role of the request; any role other than
+// anon and service_role gets the authenticated tier.
+pub static RATE_ANON_PER_MINUTE: GucSetting<i32> = GucSetting::<i32>::new(60);
+pub static RATE_ANON_BURST: GucSetting<i32> = GucSetting::<i32>::new(100);
+pub static RATE_AUTHENTICATED_PER_MINUTE: GucSetting<i32> = GucSetting::<i32>::new(300);
+pub static RATE_AUTHENTICATED_BURST: GucSetting<i32> = GucSetting::<i32>::new(500);
+pub static RATE_SERVICE_PER_MINUTE: GucSetting<i32> = GucSetting::<i32>::new(1000);
+pub static RATE_SERVICE_BURST: GucSetting<i32> = GucSetting::<i32>::new(2000);
+
 pub fn register() {
     GucRegistry::define_string_guc(
         c"flux.jwt_secret",
@@ -62,6 +71,50 @@ pub fn register() {
             1.0,
         ),
     ];
+    let rates = [
+        (
+            c"flux.rate_limit_anon_per_minute",
+            c"Requests per minute of the anon tier.",
+            &RATE_ANON_PER_MINUTE,
+        ),
+        (
+            c"flux.rate_limit_anon_burst",
+            c"Burst (bucket size) of the anon tier.",
+            &RATE_ANON_BURST,
+        ),
+        (
+            c"flux.rate_limit_authenticated_per_minute",
+            c"Requests per minute of the authenticated tier.",
+            &RATE_AUTHENTICATED_PER_MINUTE,
+        ),
+        (
+            c"flux.rate_limit_authenticated_burst",
+            c"Burst (bucket size) of the authenticated tier.",
+            &RATE_AUTHENTICATED_BURST,
+        ),
+        (
+            c"flux.rate_limit_service_role_per_minute",
+            c"Requests per minute of the service_role tier.",
+            &RATE_SERVICE_PER_MINUTE,
+        ),
+        (
+            c"flux.rate_limit_service_role_burst",
+            c"Burst (bucket size) of the service_role tier.",
+            &RATE_SERVICE_BURST,
+        ),
+    ];
+    for (name, short, setting) in rates {
+        GucRegistry::define_int_guc(
+            name,
+            short,
+            c"Token bucket per identity (JWT sub, else client address, else api key). Changed by a configuration reload; buckets keep their state.",
+            setting,
+            1,
+            i32::MAX,
+            GucContext::Sighup,
+            GucFlags::empty(),
+        );
+    }
     for (name, short, long, setting, max) in energy {
         GucRegistry::define_float_guc(
             name,

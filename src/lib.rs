@@ -6,6 +6,7 @@
 
 use pgrx::prelude::*;
 
+mod edge;
 mod energy;
 mod error;
 mod guc;
@@ -24,7 +25,7 @@ extension_sql_file!(
 extension_sql_file!(
     "../sql/security.sql",
     name = "security",
-    requires = ["tables"]
+    requires = ["tables", "registry"]
 );
 extension_sql_file!(
     "../sql/realtime.sql",
@@ -42,14 +43,20 @@ extension_sql_file!(
     ]
 );
 extension_sql_file!(
+    "../sql/edge.sql",
+    name = "edge",
+    requires = ["roles", edge::flux_internal::check_request]
+);
+extension_sql_file!(
     "../sql/keys.sql",
     name = "keys",
-    requires = ["roles", keys::flux_internal::jwt_sign]
+    requires = ["roles", "edge", keys::flux_internal::jwt_sign]
 );
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     guc::register();
+    edge::init();
 }
 
 #[cfg(any(test, feature = "pg_test"))]

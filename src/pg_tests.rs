@@ -369,6 +369,48 @@ mod tests {
     }
 
     #[pg_test]
+    fn the_request_guard_checks_the_key_and_counts_requests() {
+        let key = one::<String>("SELECT flux.sign_jwt('{\"role\": \"anon\"}')").unwrap();
+        let request = |headers: &str| {
+            run(&format!(
+                "SELECT set_config('request.headers', {}, true)",
+                quote(headers)
+            ));
+            one::<Vec<String>>("SELECT flux_internal.check_request()")
+        };
+        run("SET LOCAL ROLE anon");
+        let missing = request("{}").expect("refused");
+        assert!(
+            missing[0].contains("No API key found in request"),
+            "{missing:?}"
+        );
+        assert!(missing[1].contains("\"status\":401"), "{missing:?}");
+        let invalid = request(r#"{"apikey": "x.y.z"}"#).expect("refused");
+        assert!(invalid[0].contains("Invalid API key"), "{invalid:?}");
+
+        let headers = format!(r#"{{"apikey": "{key}", "x-forwarded-for": "192.0.2.1"}}"#);
+        assert_eq!(request(&headers), None);
+        let first = one::<String>("SELECT current_setting('response.headers')").unwrap();
+        assert_eq!(request(&headers), None);
+        let second = one::<String>("SELECT current_setting('response.headers')").unwrap();
+        assert!(first.contains(r#"{"X-RateLimit-Limit":"60"}"#), "{first}");
+        assert!(
+            first.contains(r#"{"X-RateLimit-Remaining":"99"}"#),
+            "{first}"
+        );
+        assert!(
+            second.contains(r#"{"X-RateLimit-Remaining":"98"}"#),
+            "{second}"
+        );
+        // pre_request() turns a refusal into PostgREST's error.
+        run("SELECT set_config('request.headers', '{}', true)");
+        assert!(failure("SELECT flux_internal.pre_request()")
+            .unwrap()
+            .starts_with("PGRST: "));
+        run("RESET ROLE");
+    }
+
+    #[pg_test]
     fn sign_jwt_signs_with_the_configured_secret() {
         let token = one::<String>(
             "SELECT flux.sign_jwt('{\"role\": \"anon\", \"sub\": \"x\"}', interval '1 hour')",

@@ -2,7 +2,8 @@
 // meter_energy_buckets and settlement_period. Exact figures on the public vectors of energy.md.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { api, service, closeSql, registerDevice, at, assertError, uuid } from './lib.mjs';
+import { createHmac } from 'node:crypto';
+import { api, service, sql, env, closeSql, registerDevice, at, assertError, uuid } from './lib.mjs';
 
 after(closeSql);
 
@@ -159,4 +160,44 @@ test('bad RPC input is a 400 with the SQLSTATE and a clear message', async () =>
   assertError(assert, patched, 400, '23514');
   const missing = await rpc('get_meter_readings_30m', { start_time: T0 });
   assert.equal(missing.status, 404, 'PostgREST finds no function without end_time');
+});
+
+test('the RPCs see only the devices row-level security lets the caller see', async () => {
+  const visible = await meterWith([[0, 1], [30, 2]]);
+  const hidden = await meterWith([[0, 1], [30, 9]]);
+  // A project-defined role that may see one device only, as PostgREST would switch to it.
+  const role = `flux_e2e_${uuid().slice(0, 8)}`;
+  const setup = [
+    `CREATE ROLE ${role} NOLOGIN`,
+    `GRANT ${role} TO authenticator`,
+    `GRANT USAGE ON SCHEMA flux TO ${role}`,
+    `GRANT SELECT ON flux.mg_device_registry, flux.mg_meter_readings TO ${role}`,
+    `CREATE POLICY ${role} ON flux.mg_device_registry FOR SELECT TO ${role} USING (id = '${visible.id}')`,
+    `CREATE POLICY ${role} ON flux.mg_meter_readings FOR SELECT TO ${role} USING (device_id = '${visible.id}')`,
+  ];
+  const teardown = [
+    `DROP POLICY ${role} ON flux.mg_device_registry`,
+    `DROP POLICY ${role} ON flux.mg_meter_readings`,
+    `REVOKE ALL ON flux.mg_device_registry, flux.mg_meter_readings FROM ${role}`,
+    `REVOKE USAGE ON SCHEMA flux FROM ${role}`,
+    `DROP ROLE ${role}`,
+  ];
+  for (const statement of setup) await sql(statement);
+  try {
+    const b64 = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+    const input = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64({ role, exp: Math.floor(Date.now() / 1000) + 600 })}`;
+    const token = `${input}.${createHmac('sha256', env.FLUX_JWT_SECRET).update(input).digest('base64url')}`;
+    const headers = { Authorization: `Bearer ${token}` };
+    const all = await rpc('get_meter_readings_30m', { start_time: T0, end_time: at(T0, 60), device_ids: null }, { headers });
+    assert.equal(all.status, 200, JSON.stringify(all.body));
+    assert.deepEqual([...new Set(all.body.map((r) => r.device_id))], [visible.id]);
+    const asked = await rpc('get_meter_readings_30m', { start_time: T0, end_time: at(T0, 60), device_ids: [hidden.id] }, { headers });
+    assertError(assert, asked, 400, '22023');
+    assert.match(asked.body.message, /unknown device id/);
+    // The service role sees both.
+    const both = await rpc('get_meter_readings_30m', { start_time: T0, end_time: at(T0, 60), device_ids: [visible.id, hidden.id] }, { key: env.FLUX_SERVICE_ROLE_KEY });
+    assert.equal(new Set(both.body.map((r) => r.device_id)).size, 2);
+  } finally {
+    for (const statement of teardown) await sql(statement);
+  }
 });

@@ -59,6 +59,11 @@ export async function closeSql() {
 
 export const uuid = () => randomUUID();
 
+/** A JWT signed by the database (flux.sign_jwt) with these claims. */
+export async function mintToken(claims, validFor = '1 hour') {
+  return (await sql('SELECT flux.sign_jwt($1::jsonb, $2::interval) AS token', [JSON.stringify(claims), validFor]))[0].token;
+}
+
 /** A unique, readable name: tests share one database and run in parallel. */
 export const uniqueName = (prefix) => `${prefix}-${randomUUID().slice(0, 8)}`;
 
