@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# ./flux bench [energy|edge] [options] — run the benchmarks against the running stack (./flux up).
+# ./flux bench [energy|edge|realtime] [options] — run the benchmarks against the running stack (./flux up).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 [[ -f ${FLUX_HOME:-$root/.flux}/stack.env ]] || { echo "start the stack first: ./flux up" >&2; exit 1; }
@@ -9,6 +9,7 @@ which=${1:-all}
 case $which in
     energy) node "$root/bench/energy/run.mjs" "$@" ;;
     edge) "$root/bench/edge/run.sh" "$@" ;;
-    all) node "$root/bench/energy/run.mjs"; "$root/bench/edge/run.sh" ;;
-    *) echo "usage: ./flux bench [energy|edge] [options]" >&2; exit 2 ;;
+    realtime) "$root/bench/realtime/run.sh" "$@" ;;
+    all) node "$root/bench/energy/run.mjs"; "$root/bench/edge/run.sh"; "$root/bench/realtime/run.sh" ;;
+    *) echo "usage: ./flux bench [energy|edge|realtime] [options]" >&2; exit 2 ;;
 esac

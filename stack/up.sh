@@ -159,6 +159,24 @@ start_postgrest() {
         { tail -20 "$FLUX_HOME/log/postgrest.log" >&2; die "PostgREST did not start"; }
 }
 
+# The realtime server (crates/flux-realtime), restarted when its binary changed.
+start_realtime() {
+    local dir=$FLUX_PROFILE bin pidfile=$FLUX_HOME/run/realtime.pid sum_file=$FLUX_HOME/run/realtime.sha256
+    [[ $FLUX_PROFILE == dev ]] && dir=debug
+    say "building the realtime server ($FLUX_PROFILE)"
+    (cd "$FLUX_ROOT" && cargo build --quiet --profile "$FLUX_PROFILE" -p flux-realtime 2>"$FLUX_HOME/log/build-realtime.log") ||
+        { cat "$FLUX_HOME/log/build-realtime.log" >&2; die "realtime server build failed"; }
+    bin=$FLUX_ROOT/target/$dir/flux-realtime
+    local changed=""
+    [[ $(cat "$sum_file" 2>/dev/null) == "$(sha256sum "$bin" | cut -d' ' -f1)" ]] || changed=changed
+    FLUX_REALTIME_LISTEN=127.0.0.1:$FLUX_REALTIME_PORT FLUX_DB_URL=$FLUX_DB_URL FLUX_JWT_SECRET=$JWT_SECRET \
+        start_daemon realtime "$changed" "$bin"
+    sha256sum "$bin" | cut -d' ' -f1 >"$sum_file"
+    # /health answers 200 once the change feed streams.
+    wait_for 60 curl -sf -o /dev/null "http://127.0.0.1:$FLUX_REALTIME_PORT/health" ||
+        { tail -20 "$FLUX_HOME/log/realtime.log" >&2; die "the realtime server did not start"; }
+}
+
 start_router() {
     render_conf nginx.conf >/dev/null
     nginx -t -q -e "$FLUX_HOME/log/nginx-error.log" -c "$FLUX_HOME/conf/nginx.conf" ||
@@ -215,9 +233,10 @@ main() {
     start_postgres "$(configure_cluster)"
     create_extension
     ensure_keys
-    start_postgrest
-    start_router
     FLUX_DB_URL="postgres://postgres:$POSTGRES_PASSWORD@127.0.0.1:$FLUX_DB_PORT/postgres"
+    start_postgrest
+    start_realtime
+    start_router
     write_env
     [[ ${FLUX_QUIET:-} ]] || print_summary
 }

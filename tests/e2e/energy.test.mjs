@@ -2,8 +2,7 @@
 // meter_energy_buckets and settlement_period. Exact figures on the public vectors of energy.md.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHmac } from 'node:crypto';
-import { api, service, sql, env, closeSql, registerDevice, at, assertError, uuid } from './lib.mjs';
+import { api, service, sql, env, closeSql, registerDevice, at, assertError, uuid, signJwt } from './lib.mjs';
 
 after(closeSql);
 
@@ -184,10 +183,8 @@ test('the RPCs see only the devices row-level security lets the caller see', asy
   ];
   for (const statement of setup) await sql(statement);
   try {
-    const b64 = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
-    const input = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64({ role, exp: Math.floor(Date.now() / 1000) + 600 })}`;
-    const token = `${input}.${createHmac('sha256', env.FLUX_JWT_SECRET).update(input).digest('base64url')}`;
-    const headers = { Authorization: `Bearer ${token}` };
+    // flux.sign_jwt mints only the built-in roles: sign this one here.
+    const headers = { Authorization: `Bearer ${signJwt({ role })}` };
     const all = await rpc('get_meter_readings_30m', { start_time: T0, end_time: at(T0, 60), device_ids: null }, { headers });
     assert.equal(all.status, 200, JSON.stringify(all.body));
     assert.deepEqual([...new Set(all.body.map((r) => r.device_id))], [visible.id]);

@@ -1,7 +1,7 @@
 // Shared helpers of the end-to-end tests: connection details of the running stack, HTTP calls
 // through the router exactly as a client makes them, and direct SQL for checking what is stored.
 import { readFileSync } from 'node:fs';
-import { randomUUID } from 'node:crypto';
+import { createHmac, randomUUID } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
@@ -58,6 +58,16 @@ export async function closeSql() {
 }
 
 export const uuid = () => randomUUID();
+
+/**
+ * An HS256 JWT with these claims (and `exp` an hour ahead unless given), signed here with
+ * `secret` (default: the stack's), for tokens the database would refuse to mint.
+ */
+export function signJwt(claims, secret = env.FLUX_JWT_SECRET) {
+  const part = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  const input = `${part({ alg: 'HS256', typ: 'JWT' })}.${part({ exp: Math.floor(Date.now() / 1000) + 3600, ...claims })}`;
+  return `${input}.${createHmac('sha256', secret).update(input).digest('base64url')}`;
+}
 
 /** A JWT signed by the database (flux.sign_jwt) with these claims. */
 export async function mintToken(claims, validFor = '1 hour') {

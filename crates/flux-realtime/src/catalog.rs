@@ -1,0 +1,170 @@
+//! The tables of the publication, as the change feed and the join handler need them.
+
+use crate::filter::Kind;
+use std::sync::Arc;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Column {
+    pub name: String,
+    /// `pg_type.typname` (`float8`, `timestamptz`, `_int4`): what clients see in `columns`.
+    pub typname: String,
+    /// `format_type()` (`double precision`, `character varying(20)`): for casts in SQL.
+    pub sql_type: String,
+    pub attnum: i16,
+    pub kind: Kind,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Table {
+    pub oid: u32,
+    pub schema: String,
+    pub name: String,
+    pub columns: Vec<Column>,
+    /// Indexes into `columns` of the primary key, in key order.
+    pub pk: Vec<usize>,
+    /// Row-level security is enabled (`relrowsecurity`).
+    pub rls: bool,
+}
+
+impl Table {
+    /// `"schema"."table"`, safe to splice into SQL.
+    pub fn qualified(&self) -> String {
+        format!("{}.{}", quote_ident(&self.schema), quote_ident(&self.name))
+    }
+
+    pub fn is_pk(&self, column: usize) -> bool {
+        self.pk.contains(&column)
+    }
+}
+
+pub fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+#[derive(Debug, Default)]
+pub struct Catalog {
+    pub tables: Vec<Arc<Table>>,
+}
+
+impl Catalog {
+    pub fn find(&self, schema: &str, name: &str) -> Option<&Arc<Table>> {
+        self.tables
+            .iter()
+            .find(|t| t.schema == schema && t.name == name)
+    }
+
+    /// Tables a binding names; `*` matches any schema or table.
+    pub fn matching(&self, schema: &str, table: &str) -> Vec<Arc<Table>> {
+        self.tables
+            .iter()
+            .filter(|t| (schema == "*" || t.schema == schema) && (table == "*" || t.name == table))
+            .cloned()
+            .collect()
+    }
+
+    /// wal2json's `add-tables` value: `schema.table` pairs, with `\` before the characters
+    /// wal2json treats specially.
+    pub fn add_tables_option(&self) -> String {
+        let escape = |s: &str| {
+            let mut out = String::with_capacity(s.len());
+            for c in s.chars() {
+                if matches!(c, ' ' | '\'' | ',' | '.' | '*' | '\\') {
+                    out.push('\\');
+                }
+                out.push(c);
+            }
+            out
+        };
+        self.tables
+            .iter()
+            .map(|t| format!("{}.{}", escape(&t.schema), escape(&t.name)))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+#[cfg(test)]
+pub mod fixtures {
+    //! A catalog shaped like the flux schema, for the pure modules' tests.
+    use super::*;
+
+    pub fn column(name: &str, typname: &str, attnum: i16) -> Column {
+        Column {
+            name: name.into(),
+            typname: typname.into(),
+            sql_type: typname.into(),
+            attnum,
+            kind: Kind::of(typname),
+        }
+    }
+
+    pub fn bess() -> Table {
+        Table {
+            oid: 100,
+            schema: "flux".into(),
+            name: "mg_bess_readings".into(),
+            columns: vec![
+                column("id", "uuid", 1),
+                column("time", "timestamptz", 2),
+                column("device_id", "uuid", 3),
+                column("soe", "float8", 4),
+                column("available_inverter_blocks", "int4", 5),
+            ],
+            pk: vec![2, 1],
+            rls: true,
+        }
+    }
+
+    pub fn registry() -> Table {
+        Table {
+            oid: 200,
+            schema: "flux".into(),
+            name: "mg_device_registry".into(),
+            columns: vec![
+                column("id", "uuid", 1),
+                column("name", "text", 2),
+                column("site", "text", 3),
+                column("metadata", "jsonb", 4),
+            ],
+            pk: vec![0],
+            rls: false,
+        }
+    }
+
+    pub fn catalog() -> Catalog {
+        Catalog {
+            tables: vec![Arc::new(bess()), Arc::new(registry())],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::*;
+    use super::*;
+
+    #[test]
+    fn finds_tables_by_pattern() {
+        let c = catalog();
+        assert_eq!(c.matching("flux", "*").len(), 2);
+        assert_eq!(c.matching("*", "*").len(), 2);
+        assert_eq!(c.matching("flux", "mg_bess_readings")[0].oid, 100);
+        assert!(c.matching("public", "*").is_empty());
+        assert!(c.find("flux", "nope").is_none());
+        assert_eq!(c.find("flux", "mg_device_registry").unwrap().oid, 200);
+    }
+
+    #[test]
+    fn quotes_and_escapes_names() {
+        let mut t = registry();
+        t.name = "we\"ird.name, x".into();
+        assert_eq!(t.qualified(), r#""flux"."we""ird.name, x""#);
+        let c = Catalog {
+            tables: vec![Arc::new(bess()), Arc::new(t)],
+        };
+        assert_eq!(
+            c.add_tables_option(),
+            r#"flux.mg_bess_readings,flux.we"ird\.name\,\ x"#
+        );
+    }
+}

@@ -1,0 +1,252 @@
+//! Who is subscribed: one entry per joined channel, shared between the WebSocket sessions
+//! (which join and leave) and the dispatcher (which reads a snapshot per batch).
+
+use crate::auth::Auth;
+use crate::join::Binding;
+use crate::protocol::Vsn;
+use crate::time;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use tokio::sync::{mpsc, Notify};
+
+/// What the writer of a connection sends.
+pub enum Out {
+    Text(String),
+    Close(u16, &'static str),
+}
+
+/// A client more than its queue limit behind for this long is disconnected...
+const LAG_GRACE_MICROS: i64 = 5_000_000;
+/// ...and at once when this many times over it. A big transaction arrives as one burst that
+/// even a fast client takes a moment to drain, so being over the limit briefly is fine.
+const HARD_LIMIT_FACTOR: usize = 16;
+
+/// The sending side of one WebSocket connection.
+pub struct ConnHandle {
+    pub id: u64,
+    pub vsn: Vsn,
+    pub peer: String,
+    tx: mpsc::UnboundedSender<Out>,
+    /// Bytes queued and not yet handed to the socket, and how many may be.
+    queued: AtomicUsize,
+    limit: usize,
+    /// Since when (µs since the epoch) the queue has been over the limit; 0 when it is not.
+    over_since: AtomicI64,
+    kicked: AtomicBool,
+    kick: Notify,
+}
+
+impl ConnHandle {
+    pub fn new(
+        id: u64,
+        vsn: Vsn,
+        peer: String,
+        limit: usize,
+    ) -> (Arc<ConnHandle>, mpsc::UnboundedReceiver<Out>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let handle = ConnHandle {
+            id,
+            vsn,
+            peer,
+            tx,
+            queued: AtomicUsize::new(0),
+            limit,
+            over_since: AtomicI64::new(0),
+            kicked: AtomicBool::new(false),
+            kick: Notify::new(),
+        };
+        (Arc::new(handle), rx)
+    }
+
+    /// Queues a frame without waiting: a client that cannot keep up is disconnected (see
+    /// [`LAG_GRACE_MICROS`]) rather than allowed to hold up everyone else's changes or the
+    /// server's memory.
+    pub fn push(&self, frame: String) {
+        let len = frame.len();
+        let queued = self.queued.fetch_add(len, Ordering::SeqCst) + len;
+        if queued > self.limit {
+            let now = time::now_micros();
+            let _ = self
+                .over_since
+                .compare_exchange(0, now, Ordering::SeqCst, Ordering::SeqCst);
+            if queued > self.limit.saturating_mul(HARD_LIMIT_FACTOR) || self.lagging(now) {
+                self.queued.fetch_sub(len, Ordering::SeqCst);
+                self.kick("send queue full: client too slow");
+                return;
+            }
+        }
+        if self.tx.send(Out::Text(frame)).is_err() {
+            self.queued.fetch_sub(len, Ordering::SeqCst);
+        }
+    }
+
+    /// The writer handed `len` queued bytes to the socket.
+    pub fn sent(&self, len: usize) {
+        if self.queued.fetch_sub(len, Ordering::SeqCst) - len <= self.limit {
+            self.over_since.store(0, Ordering::SeqCst);
+        }
+    }
+
+    /// Over the queue limit for longer than the grace period.
+    pub fn lagging(&self, now: i64) -> bool {
+        let since = self.over_since.load(Ordering::SeqCst);
+        since != 0 && now - since > LAG_GRACE_MICROS
+    }
+
+    /// Asks the writer to close the socket after what is queued.
+    pub fn close(&self, code: u16, reason: &'static str) {
+        // Fails only when the writer is gone, and then so is the socket.
+        let _ = self.tx.send(Out::Close(code, reason));
+    }
+
+    pub fn kick(&self, why: &str) {
+        if !self.kicked.swap(true, Ordering::SeqCst) {
+            log!("conn {} ({}): disconnecting: {why}", self.id, self.peer);
+            self.kick.notify_one();
+        }
+    }
+
+    pub fn is_kicked(&self) -> bool {
+        self.kicked.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once [`ConnHandle::kick`] has been called.
+    pub async fn kicked(&self) {
+        if !self.is_kicked() {
+            self.kick.notified().await;
+        }
+    }
+}
+
+/// A joined channel with `postgres_changes` bindings.
+pub struct ChannelSub {
+    pub conn: Arc<ConnHandle>,
+    pub topic: String,
+    pub join_ref: Option<String>,
+    pub auth: Arc<Auth>,
+    pub bindings: Vec<Binding>,
+}
+
+#[derive(Default)]
+pub struct Hub {
+    subs: Mutex<BTreeMap<(u64, String), Arc<ChannelSub>>>,
+    snapshot: RwLock<Arc<Vec<Arc<ChannelSub>>>>,
+    pub connections: AtomicUsize,
+}
+
+impl Hub {
+    fn edit(&self, f: impl FnOnce(&mut BTreeMap<(u64, String), Arc<ChannelSub>>)) {
+        let mut subs = self.subs.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut subs);
+        let snapshot = Arc::new(subs.values().cloned().collect());
+        *self.snapshot.write().unwrap_or_else(|e| e.into_inner()) = snapshot;
+    }
+
+    /// Adds or replaces the channel (connection, topic).
+    pub fn upsert(&self, sub: Arc<ChannelSub>) {
+        self.edit(|subs| {
+            subs.insert((sub.conn.id, sub.topic.clone()), sub);
+        });
+    }
+
+    pub fn remove(&self, conn: u64, topic: &str) {
+        self.edit(|subs| {
+            subs.remove(&(conn, topic.to_owned()));
+        });
+    }
+
+    pub fn remove_connection(&self, conn: u64) {
+        self.edit(|subs| subs.retain(|(c, _), _| *c != conn));
+    }
+
+    /// Every subscribed channel, ordered by connection and topic.
+    pub fn snapshot(&self) -> Arc<Vec<Arc<ChannelSub>>> {
+        self.snapshot
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(len: usize) -> String {
+        "x".repeat(len)
+    }
+
+    #[test]
+    fn a_burst_over_the_limit_is_tolerated_a_flood_is_not() {
+        let (conn, mut rx) = ConnHandle::new(1, Vsn::V2, "test".into(), 100);
+        conn.push(frame(80));
+        conn.push(frame(80)); // over the limit, within the grace period
+        assert!(!conn.is_kicked());
+        assert!(conn.over_since.load(Ordering::SeqCst) != 0);
+        // The writer catches up: no longer over.
+        for _ in 0..2 {
+            assert!(matches!(rx.try_recv(), Ok(Out::Text(_))));
+            conn.sent(80);
+        }
+        assert_eq!(conn.over_since.load(Ordering::SeqCst), 0);
+        assert!(!conn.lagging(time::now_micros() + 2 * LAG_GRACE_MICROS));
+        // Far beyond the limit: dropped at once, and the frame is not queued.
+        conn.push(frame(100 * HARD_LIMIT_FACTOR + 1));
+        assert!(conn.is_kicked());
+        assert!(rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn lagging_past_the_grace_period_is_dropped() {
+        let (conn, _rx) = ConnHandle::new(1, Vsn::V1, "test".into(), 100);
+        conn.push(frame(150));
+        assert!(!conn.lagging(time::now_micros()));
+        assert!(conn.lagging(time::now_micros() + LAG_GRACE_MICROS + 1));
+        conn.over_since
+            .store(time::now_micros() - LAG_GRACE_MICROS - 1, Ordering::SeqCst);
+        conn.push(frame(1));
+        assert!(conn.is_kicked());
+    }
+
+    #[test]
+    fn snapshots_follow_joins_and_leaves() {
+        let hub = Hub::default();
+        let (a, _ra) = ConnHandle::new(1, Vsn::V1, "a".into(), 100);
+        let (b, _rb) = ConnHandle::new(2, Vsn::V2, "b".into(), 100);
+        let sub = |conn: &Arc<ConnHandle>, topic: &str| {
+            Arc::new(ChannelSub {
+                conn: conn.clone(),
+                topic: topic.into(),
+                join_ref: None,
+                auth: Arc::new(Auth {
+                    role: "anon".into(),
+                    claims: "{}".into(),
+                    exp: 0,
+                }),
+                bindings: Vec::new(),
+            })
+        };
+        hub.upsert(sub(&b, "realtime:x"));
+        hub.upsert(sub(&a, "realtime:y"));
+        hub.upsert(sub(&a, "realtime:x"));
+        hub.upsert(sub(&a, "realtime:x")); // a rejoin replaces
+        let topics = |hub: &Hub| {
+            hub.snapshot()
+                .iter()
+                .map(|s| (s.conn.id, s.topic.clone()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            topics(&hub),
+            [
+                (1, "realtime:x".into()),
+                (1, "realtime:y".into()),
+                (2, "realtime:x".into())
+            ]
+        );
+        hub.remove(1, "realtime:y");
+        hub.remove_connection(2);
+        assert_eq!(topics(&hub), [(1, "realtime:x".to_owned())]);
+    }
+}

@@ -1,0 +1,382 @@
+//! One WebSocket connection: the Phoenix channel protocol on the way in, a writer task
+//! draining the connection's send queue on the way out.
+
+use crate::auth::{self, Auth};
+use crate::hub::{ChannelSub, ConnHandle, Out};
+use crate::join::{self, JoinError};
+use crate::protocol::{self, Incoming, Outgoing};
+use crate::state::State;
+use crate::time;
+use futures_util::{SinkExt, StreamExt};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+type Ws = WebSocketStream<TokioIo<Upgraded>>;
+
+/// supabase-js sends a heartbeat every 25 s (30 s in some versions); a connection silent for
+/// much longer is gone.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Channels one connection may have joined at once (Supabase's default limit too).
+const MAX_CHANNELS: usize = 100;
+/// How often token expiry and idleness are checked.
+const TICK: Duration = Duration::from_secs(1);
+
+struct Joined {
+    join_ref: Option<String>,
+    /// Present when the channel is subscribed to changes.
+    sub: Option<Arc<ChannelSub>>,
+    auth: Arc<Auth>,
+}
+
+struct Session {
+    state: Arc<State>,
+    conn: Arc<ConnHandle>,
+    /// The connection's api key, used by joins that bring no access token.
+    apikey: Arc<Auth>,
+    channels: HashMap<String, Joined>,
+}
+
+pub async fn run(
+    ws: Ws,
+    state: Arc<State>,
+    conn: Arc<ConnHandle>,
+    rx: mpsc::UnboundedReceiver<Out>,
+    apikey: Auth,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    state.hub.connections.fetch_add(1, Ordering::Relaxed);
+    log!(
+        "conn {} ({}): connected, vsn {:?}, role {}",
+        conn.id,
+        conn.peer,
+        conn.vsn,
+        apikey.role
+    );
+    let (sink, mut stream) = ws.split();
+    let mut writer = tokio::spawn(write(sink, rx, conn.clone()));
+    let mut session = Session {
+        state: state.clone(),
+        conn: conn.clone(),
+        apikey: Arc::new(apikey),
+        channels: HashMap::new(),
+    };
+    let mut ticker = tokio::time::interval(TICK);
+    let mut last_seen = Instant::now();
+    let why = loop {
+        tokio::select! {
+            msg = stream.next() => match msg {
+                Some(Ok(Message::Text(text))) => {
+                    last_seen = Instant::now();
+                    session.handle(&text).await;
+                }
+                Some(Ok(Message::Close(_))) | None => break "closed by client",
+                Some(Ok(_)) => last_seen = Instant::now(),
+                Some(Err(_)) => break "connection error",
+            },
+            _ = conn.kicked() => break "disconnected by server",
+            _ = ticker.tick() => {
+                // A stalled client gets no new frames to trip over its limit with.
+                if conn.lagging(time::now_micros()) {
+                    conn.kick("send queue full: client too slow");
+                    break "disconnected by server";
+                }
+                session.expire_tokens();
+                if last_seen.elapsed() > IDLE_TIMEOUT {
+                    conn.close(1000, "idle");
+                    break "idle timeout";
+                }
+            }
+            _ = shutdown.changed() => {
+                conn.close(1001, "server shutting down");
+                break "server shutting down";
+            }
+            _ = &mut writer => break "write failed",
+        }
+    };
+    state.hub.remove_connection(conn.id);
+    state.hub.connections.fetch_sub(1, Ordering::Relaxed);
+    // Let the writer flush what is queued (and the close frame), unless the client is the
+    // reason it cannot.
+    if conn.is_kicked()
+        || tokio::time::timeout(Duration::from_secs(2), &mut writer)
+            .await
+            .is_err()
+    {
+        writer.abort();
+    }
+    log!("conn {} ({}): {why}", conn.id, conn.peer);
+}
+
+async fn write(
+    mut sink: futures_util::stream::SplitSink<Ws, Message>,
+    mut rx: mpsc::UnboundedReceiver<Out>,
+    conn: Arc<ConnHandle>,
+) {
+    while let Some(out) = rx.recv().await {
+        let result = match out {
+            Out::Text(frame) => {
+                let len = frame.len();
+                // Write without flushing while more is queued: one syscall for a burst.
+                let fed = sink.feed(Message::Text(frame.into())).await;
+                conn.sent(len);
+                if fed.is_ok() && rx.is_empty() {
+                    sink.flush().await
+                } else {
+                    fed
+                }
+            }
+            Out::Close(code, reason) => {
+                let _ = sink
+                    .send(Message::Close(Some(CloseFrame {
+                        code: CloseCode::from(code),
+                        reason: reason.into(),
+                    })))
+                    .await;
+                return;
+            }
+        };
+        if result.is_err() {
+            return;
+        }
+    }
+}
+
+impl Session {
+    fn send(
+        &self,
+        join_ref: Option<&str>,
+        msg_ref: Option<&str>,
+        topic: &str,
+        event: &str,
+        payload: &str,
+    ) {
+        self.conn.push(protocol::encode(
+            self.conn.vsn,
+            &Outgoing {
+                join_ref,
+                msg_ref,
+                topic,
+                event,
+                payload,
+            },
+        ));
+    }
+
+    fn reply(&self, msg: &Incoming, ok: bool, response: &str) {
+        self.send(
+            msg.join_ref.as_deref(),
+            msg.msg_ref.as_deref(),
+            &msg.topic,
+            "phx_reply",
+            &protocol::reply_payload(ok, response),
+        );
+    }
+
+    async fn handle(&mut self, text: &str) {
+        let msg = match protocol::decode(self.conn.vsn, text) {
+            Ok(m) => m,
+            Err(e) => {
+                log!("conn {}: ignoring a malformed message: {e}", self.conn.id);
+                return;
+            }
+        };
+        match (msg.topic.as_str(), msg.event.as_str()) {
+            ("phoenix", "heartbeat") => self.reply(&msg, true, "{}"),
+            (_, "phx_join") => self.join(&msg).await,
+            (topic, _) if !self.channels.contains_key(topic) => {
+                self.reply(&msg, false, &protocol::reason("unmatched topic"))
+            }
+            (_, "phx_leave") => {
+                self.reply(&msg, true, "{}");
+                self.close_channel(&msg.topic, None);
+            }
+            (_, "access_token") => self.access_token(&msg),
+            // Broadcast and presence are accepted (a channel may enable them) but not relayed.
+            (_, "broadcast" | "presence") if msg.msg_ref.is_some() => self.reply(&msg, true, "{}"),
+            _ => {}
+        }
+    }
+
+    async fn join(&mut self, msg: &Incoming) {
+        let Some(channel) = msg.topic.strip_prefix("realtime:") else {
+            return self.reply(msg, false, &protocol::reason("unmatched topic"));
+        };
+        if self.channels.contains_key(&msg.topic) {
+            // Phoenix semantics: a second join of a topic replaces the first.
+            self.close_channel(&msg.topic, None);
+        } else if self.channels.len() >= MAX_CHANNELS {
+            let reason = format!("TooManyChannels: at most {MAX_CHANNELS} channels per connection");
+            return self.reply(msg, false, &protocol::reason(&reason));
+        }
+        match self.subscribe(msg, channel).await {
+            Ok(summary) => log!("conn {}: joined {} ({summary})", self.conn.id, msg.topic),
+            Err(JoinError(reason)) => {
+                log!(
+                    "conn {}: refused join of {}: {reason}",
+                    self.conn.id,
+                    msg.topic
+                );
+                self.reply(msg, false, &protocol::reason(&reason));
+            }
+        }
+    }
+
+    async fn subscribe(&mut self, msg: &Incoming, channel: &str) -> Result<String, JoinError> {
+        let request = join::parse(&msg.payload)?;
+        let auth = match &request.access_token {
+            Some(token) => Arc::new(
+                auth::verify(
+                    token,
+                    &self.state.config.secret,
+                    time::now_micros() / 1_000_000,
+                )
+                .map_err(|e| JoinError(format!("InvalidJWTToken: {e}")))?,
+            ),
+            None => self.apikey.clone(),
+        };
+        let publication = &self.state.config.publication;
+        let mut catalog = self.state.catalog();
+        let mut resolved = join::resolve(&request.postgres_changes, &catalog, publication, || {
+            self.state.next_binding_id()
+        });
+        if matches!(&resolved, Err(JoinError(r)) if r.starts_with("UnknownTable") || r.starts_with("InvalidFilter"))
+        {
+            // The catalog may predate the table or column: read it again once.
+            if let Ok(fresh) = self.state.refresh_catalog().await {
+                catalog = fresh;
+                resolved = join::resolve(&request.postgres_changes, &catalog, publication, || {
+                    self.state.next_binding_id()
+                });
+            }
+        }
+        let (bindings, echo) = resolved?;
+        let count = bindings.len();
+        // The reply goes out before the channel is registered, so no change can reach the
+        // client ahead of the ids it needs to route it.
+        self.reply(msg, true, &format!("{{\"postgres_changes\":{echo}}}"));
+        let sub = (!bindings.is_empty()).then(|| {
+            Arc::new(ChannelSub {
+                conn: self.conn.clone(),
+                topic: msg.topic.clone(),
+                join_ref: msg.join_ref.clone(),
+                auth: auth.clone(),
+                bindings,
+            })
+        });
+        if let Some(sub) = &sub {
+            self.state.hub.upsert(sub.clone());
+            self.send(
+                msg.join_ref.as_deref(),
+                None,
+                &msg.topic,
+                "system",
+                &protocol::system_payload(
+                    true,
+                    "postgres_changes",
+                    channel,
+                    "Subscribed to PostgreSQL",
+                ),
+            );
+        }
+        let summary = format!("role {}, {count} postgres_changes binding(s)", auth.role);
+        self.channels.insert(
+            msg.topic.clone(),
+            Joined {
+                join_ref: msg.join_ref.clone(),
+                sub,
+                auth,
+            },
+        );
+        Ok(summary)
+    }
+
+    fn access_token(&mut self, msg: &Incoming) {
+        let token = msg.payload.get("access_token").and_then(|t| t.as_str());
+        let verified = token
+            .ok_or_else(|| "access_token missing".to_owned())
+            .and_then(|t| {
+                auth::verify(t, &self.state.config.secret, time::now_micros() / 1_000_000)
+            });
+        match verified {
+            Err(e) => {
+                log!(
+                    "conn {}: invalid access token on {}: {e}",
+                    self.conn.id,
+                    msg.topic
+                );
+                self.close_channel(
+                    &msg.topic,
+                    Some(&format!(
+                        "Received an invalid access token from client: {e}"
+                    )),
+                );
+            }
+            Ok(auth) => {
+                let Some(joined) = self.channels.get_mut(&msg.topic) else {
+                    return;
+                };
+                if *joined.auth == auth {
+                    return;
+                }
+                joined.auth = Arc::new(auth);
+                if let Some(old) = &joined.sub {
+                    let sub = Arc::new(ChannelSub {
+                        conn: old.conn.clone(),
+                        topic: old.topic.clone(),
+                        join_ref: old.join_ref.clone(),
+                        auth: joined.auth.clone(),
+                        bindings: old.bindings.clone(),
+                    });
+                    joined.sub = Some(sub.clone());
+                    self.state.hub.upsert(sub);
+                }
+            }
+        }
+    }
+
+    /// Ends a channel: an optional `system` error first, then `phx_close`.
+    fn close_channel(&mut self, topic: &str, error: Option<&str>) {
+        let Some(joined) = self.channels.remove(topic) else {
+            return;
+        };
+        self.state.hub.remove(self.conn.id, topic);
+        let join_ref = joined.join_ref.as_deref();
+        if let Some(message) = error {
+            let channel = topic.strip_prefix("realtime:").unwrap_or(topic);
+            self.send(
+                join_ref,
+                None,
+                topic,
+                "system",
+                &protocol::system_payload(false, "system", channel, message),
+            );
+        }
+        self.send(join_ref, join_ref, topic, "phx_close", "{}");
+    }
+
+    fn expire_tokens(&mut self) {
+        let now = time::now_micros() / 1_000_000;
+        let expired: Vec<(String, i64)> = self
+            .channels
+            .iter()
+            .filter(|(_, j)| j.auth.exp <= now)
+            .map(|(t, j)| (t.clone(), now - j.auth.exp))
+            .collect();
+        for (topic, ago) in expired {
+            log!("conn {}: token of {topic} expired", self.conn.id);
+            self.close_channel(
+                &topic,
+                Some(&format!("Token has expired {ago} seconds ago")),
+            );
+        }
+    }
+}

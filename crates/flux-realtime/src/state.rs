@@ -1,0 +1,180 @@
+//! Configuration and the state every task shares.
+
+use crate::catalog::{Catalog, Table};
+use crate::db::{self, Access, DbError, Pool};
+use crate::hub::Hub;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+/// Joins may have the catalog reloaded at most this often.
+const MIN_JOIN_REFRESH_GAP: Duration = Duration::from_millis(250);
+
+/// How RLS visibility is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RlsCheck {
+    /// Subscribers with identical (role, claims) share one query per table per batch, and
+    /// the queries of a batch run concurrently over the pool.
+    Grouped,
+    /// One query per change per subscriber, one after another, as Supabase's realtime does:
+    /// the baseline of the benchmark.
+    PerSubscriber,
+}
+
+pub struct Config {
+    pub listen: String,
+    pub db_url: String,
+    pub secret: Vec<u8>,
+    pub publication: String,
+    pub rls_check: RlsCheck,
+    pub pool_size: usize,
+    /// Bytes a client may have queued before it is disconnected as too slow.
+    pub send_queue_bytes: usize,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Config, String> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let required = |name: &str| var(name).ok_or(format!("{name} is not set"));
+        let number = |name: &str, default: usize| -> Result<usize, String> {
+            var(name).map_or(Ok(default), |v| {
+                v.parse()
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .ok_or(format!("{name} must be a positive integer, got {v:?}"))
+            })
+        };
+        let secret = required("FLUX_JWT_SECRET")?;
+        if secret.len() < flux_jwt::MIN_SECRET_LEN {
+            return Err(format!(
+                "FLUX_JWT_SECRET must be at least {} characters",
+                flux_jwt::MIN_SECRET_LEN
+            ));
+        }
+        let rls_check = match var("FLUX_REALTIME_RLS_CHECK").as_deref() {
+            None | Some("grouped") => RlsCheck::Grouped,
+            Some("per-subscriber") => RlsCheck::PerSubscriber,
+            Some(other) => {
+                return Err(format!(
+                    "FLUX_REALTIME_RLS_CHECK must be grouped or per-subscriber, got {other:?}"
+                ))
+            }
+        };
+        Ok(Config {
+            listen: var("FLUX_REALTIME_LISTEN").unwrap_or_else(|| "127.0.0.1:54325".into()),
+            db_url: required("FLUX_DB_URL")?,
+            secret: secret.into_bytes(),
+            publication: var("FLUX_REALTIME_PUBLICATION")
+                .unwrap_or_else(|| "supabase_realtime".into()),
+            rls_check,
+            pool_size: number("FLUX_REALTIME_POOL_SIZE", 4)?,
+            send_queue_bytes: number("FLUX_REALTIME_SEND_QUEUE_MB", 8)? << 20,
+        })
+    }
+}
+
+pub struct State {
+    pub config: Config,
+    pub hub: Hub,
+    pub pool: Pool,
+    catalog: RwLock<Arc<Catalog>>,
+    /// When a join last had the catalog reloaded.
+    join_refresh: tokio::sync::Mutex<Option<Instant>>,
+    /// Bumped by every catalog reload, so the feed notices one made by a join.
+    catalog_generation: AtomicU64,
+    access: Mutex<HashMap<(String, u32), Arc<Access>>>,
+    /// The change feed is streaming from its slot.
+    pub feed_up: AtomicBool,
+    /// When the feed last read changes (µs since the epoch).
+    pub last_change: AtomicI64,
+    next_binding: AtomicU32,
+    next_conn: AtomicU64,
+}
+
+impl State {
+    pub fn new(config: Config) -> State {
+        State {
+            pool: Pool::new(config.db_url.clone(), config.pool_size),
+            config,
+            hub: Hub::default(),
+            catalog: RwLock::default(),
+            join_refresh: tokio::sync::Mutex::new(None),
+            catalog_generation: AtomicU64::new(0),
+            access: Mutex::default(),
+            feed_up: AtomicBool::new(false),
+            last_change: AtomicI64::new(0),
+            next_binding: AtomicU32::new(1),
+            next_conn: AtomicU64::new(1),
+        }
+    }
+
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Installs a freshly loaded catalog; privileges are re-read on next use, so GRANTs and
+    /// REVOKEs take effect within one refresh.
+    pub fn set_catalog(&self, catalog: Catalog) {
+        *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(catalog);
+        self.access
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        self.catalog_generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub fn catalog_generation(&self) -> u64 {
+        self.catalog_generation.load(Ordering::SeqCst)
+    }
+
+    /// Reloads the catalog through the pool, for a join naming a table or column newer than
+    /// the last refresh. Concurrent requests share one reload, and reloads are spaced by
+    /// [`MIN_JOIN_REFRESH_GAP`] so failing joins cannot hammer the database.
+    pub async fn refresh_catalog(&self) -> Result<Arc<Catalog>, DbError> {
+        let asked = Instant::now();
+        let mut last = self.join_refresh.lock().await;
+        if last.is_some_and(|t| t >= asked || t.elapsed() < MIN_JOIN_REFRESH_GAP) {
+            return Ok(self.catalog());
+        }
+        let conn = self.pool.get().await?;
+        let catalog = db::load_catalog(&conn.client, &self.config.publication).await?;
+        drop(conn);
+        self.set_catalog(catalog);
+        *last = Some(Instant::now());
+        Ok(self.catalog())
+    }
+
+    /// The role's rights on the table, from the cache or the database.
+    pub async fn access(&self, role: &str, table: &Table) -> Result<Arc<Access>, DbError> {
+        let key = (role.to_owned(), table.oid);
+        if let Some(a) = self
+            .access
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            return Ok(a.clone());
+        }
+        let conn = self.pool.get().await?;
+        let access = Arc::new(db::load_access(&conn.client, role, table).await?);
+        self.access
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, access.clone());
+        Ok(access)
+    }
+
+    /// Binding ids are unique for the life of the process (and never 0: realtime-js treats a
+    /// falsy id as no id).
+    pub fn next_binding_id(&self) -> u32 {
+        self.next_binding.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn next_conn_id(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+}

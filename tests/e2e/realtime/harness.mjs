@@ -1,0 +1,160 @@
+// Helpers of the realtime tests: real supabase-js clients in child processes (one per library
+// version, each on the Node it needs), and stack control.
+import { spawn, execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { env, service, sql } from '../lib.mjs';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const fluxHome = process.env.FLUX_HOME ?? join(here, '..', '..', '..', '.flux');
+const cache = process.env.FLUX_CACHE ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'flux');
+const node22 = process.env.FLUX_NODE22 ?? join(cache, 'node-22.23.3', 'bin', 'node');
+
+/** The two client generations: protocol vsn 1.0.0 (JSON objects) and 2.0.0 (JSON arrays). */
+export const flavors = [
+  { name: 'supabase-js 2.90 (vsn 1.0.0, Node 20)', node: process.execPath, pkg: 'supabase-js-2.90' },
+  { name: 'supabase-js 2.119 (vsn 2.0.0, Node 22)', node: node22, pkg: 'supabase-js-2.119' },
+];
+
+/** One supabase-js client (createClient(FLUX_URL, key, { db: { schema: 'flux' } })). */
+export class Client {
+  constructor(flavor, key, accessToken) {
+    if (!existsSync(flavor.node)) {
+      throw new Error(`${flavor.name} needs ${flavor.node} (./flux up fetches it; or set FLUX_NODE22)`);
+    }
+    this.name = flavor.name;
+    this.events = [];
+    this.waiters = new Set();
+    this.nextReq = 0;
+    const args = [join(here, 'client.mjs'), flavor.pkg, env.FLUX_URL, key, ...(accessToken ? [accessToken] : [])];
+    this.proc = spawn(flavor.node, args, { stdio: ['pipe', 'pipe', 'inherit'] });
+    this.exited = new Promise((resolve) => this.proc.on('exit', resolve));
+    createInterface({ input: this.proc.stdout }).on('line', (line) => {
+      const event = JSON.parse(line);
+      this.events.push(event);
+      for (const w of this.waiters) w();
+    });
+  }
+
+  send(command) {
+    this.proc.stdin.write(`${JSON.stringify(command)}\n`);
+  }
+
+  /** The first event (already received or coming) that satisfies `pred`. */
+  waitFor(pred, what, timeout = 10_000) {
+    return new Promise((resolve, reject) => {
+      const check = () => {
+        const found = this.events.find(pred);
+        if (found) {
+          this.waiters.delete(check);
+          clearTimeout(timer);
+          resolve(found);
+        }
+      };
+      const timer = setTimeout(() => {
+        this.waiters.delete(check);
+        const failures = this.events.filter((e) => e.type === 'failure');
+        reject(new Error(`${this.name}: timed out waiting for ${what}${failures.length ? `; failures: ${JSON.stringify(failures)}` : ''}`));
+      }, timeout);
+      this.waiters.add(check);
+      check();
+    });
+  }
+
+  /**
+   * Subscribes and resolves once SUBSCRIBED; rejects on CHANNEL_ERROR or CLOSED. (TIMED_OUT is
+   * followed by the library's own retry.)
+   */
+  async subscribe(id, channel, bindings) {
+    this.send({ cmd: 'subscribe', id, channel, bindings });
+    const status = await this.waitFor(
+      (e) => e.type === 'status' && e.id === id && e.status !== 'TIMED_OUT',
+      `status of ${id}`,
+      25_000,
+    );
+    if (status.status !== 'SUBSCRIBED') {
+      throw new Error(`${this.name}: ${id} got ${status.status}: ${status.error}`);
+    }
+  }
+
+  async unsubscribe(id) {
+    this.send({ cmd: 'unsubscribe', id });
+    return (await this.waitFor((e) => e.type === 'unsubscribed' && e.id === id, `leave of ${id}`)).result;
+  }
+
+  async setAuth(token) {
+    const before = this.events.filter((e) => e.type === 'auth-set').length;
+    this.send({ cmd: 'setAuth', token });
+    await this.waitFor(
+      () => this.events.filter((e) => e.type === 'auth-set').length > before,
+      'setAuth',
+    );
+  }
+
+  /** A REST call through this client's supabase.from(...). */
+  async rest(command) {
+    const req = `r${this.nextReq++}`;
+    this.send({ ...command, req });
+    return this.waitFor((e) => e.type === 'rest' && e.req === req, `${command.cmd} ${command.table}`);
+  }
+
+  /** Delivered changes of subscription `id` (optionally only those matching `pred`). */
+  changes(id, pred = () => true) {
+    return this.events.filter((e) => e.type === 'change' && e.id === id && pred(e.payload));
+  }
+
+  waitForChange(id, pred, what) {
+    return this.waitFor((e) => e.type === 'change' && e.id === id && pred(e.payload), what);
+  }
+
+  async close() {
+    this.proc.stdin.end();
+    const timer = setTimeout(() => this.proc.kill('SIGKILL'), 5000);
+    await this.exited;
+    clearTimeout(timer);
+  }
+}
+
+/** Inserts BESS readings as the service role; returns the stored rows. */
+export async function insertReadings(rows) {
+  const res = await service('/mg_bess_readings', {
+    method: 'POST',
+    headers: { Prefer: 'return=representation' },
+    body: rows,
+  });
+  if (res.status !== 201) throw new Error(`insert failed: ${res.status} ${JSON.stringify(res.body)}`);
+  return res.body;
+}
+
+/** Restarts the stack's PostgreSQL (fast shutdown: every connection is cut). */
+export function restartPostgres() {
+  execFileSync('sudo', [
+    '-u', 'postgres', '/usr/lib/postgresql/15/bin/pg_ctl', '-D', join(fluxHome, 'pgdata'),
+    '-w', 'restart', '-m', 'fast', '-l', join(fluxHome, 'log', 'postgresql.log'),
+  ], { stdio: 'ignore' });
+}
+
+/** Waits until a realtime server streams from a slot created after `since` (a Date). */
+export async function waitForFeed(since, timeout = 30_000) {
+  const deadline = Date.now() + timeout;
+  for (;;) {
+    try {
+      const rows = await sql(
+        `SELECT count(*)::int AS n FROM pg_replication_slots s JOIN pg_stat_activity a ON a.pid = s.active_pid
+         WHERE s.slot_name LIKE 'flux_realtime_%' AND a.backend_start > $1`,
+        [since],
+      );
+      const health = await fetch(`${env.FLUX_URL}/realtime/v1/health`);
+      if (rows[0].n > 0 && health.status === 200) return;
+    } catch {
+      // PostgreSQL or the router not back yet
+    }
+    if (Date.now() > deadline) throw new Error('the realtime change feed did not come back');
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
