@@ -6,6 +6,7 @@
 //   node bench/energy/run.mjs [--meters 20] [--days 30] [--reps 5]
 //
 // Needs a running stack (./flux up); the data goes to its own database flux_bench_<m>x<d>.
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -30,25 +31,18 @@ const dbName = `flux_bench_${meters}x${days}`;
 const dbUrl = env.FLUX_DB_URL.replace(/\/[^/]*$/, `/${dbName}`);
 const expectedRows = meters * days * 8640;
 
+/** The data is reused while the installed extension script (so the schema it made) is unchanged. */
 async function prepareDatabase() {
   const admin = new pg.Client({ connectionString: env.FLUX_DB_URL });
   await admin.connect();
-  const exists = (await admin.query('SELECT 1 FROM pg_database WHERE datname = $1', [dbName])).rowCount > 0;
-  let ready = false;
-  if (exists) {
-    const c = new pg.Client({ connectionString: dbUrl });
-    await c.connect();
-    try {
-      await c.query('ALTER EXTENSION flux UPDATE');
-      const n = Number((await c.query('SELECT count(*) AS n FROM flux.mg_meter_readings')).rows[0].n);
-      await c.query("SELECT count(*) FROM flux.get_meter_readings_30m('2024-01-01', '2024-01-01 01:00', NULL)");
-      ready = n === expectedRows;
-    } catch {
-      ready = false;
-    }
-    await c.end();
-  }
-  if (!ready) {
+  const { sharedir, version } = (
+    await admin.query(
+      "SELECT setting AS sharedir, (SELECT default_version FROM pg_available_extensions WHERE name = 'flux') AS version FROM pg_config() WHERE name = 'SHAREDIR'",
+    )
+  ).rows[0];
+  const schema = createHash('sha256').update(readFileSync(join(sharedir, 'extension', `flux--${version}.sql`))).digest('hex');
+  const made = (await admin.query('SELECT shobj_description(oid, $2) AS d FROM pg_database WHERE datname = $1', [dbName, 'pg_database'])).rows[0];
+  if (made?.d !== schema) {
     console.log(`generating ${expectedRows.toLocaleString()} readings (${meters} meters × ${days} days × one per 10 s) in ${dbName} ...`);
     await admin.query(`DROP DATABASE IF EXISTS ${dbName}`);
     await admin.query(`CREATE DATABASE ${dbName}`);
@@ -61,6 +55,7 @@ async function prepareDatabase() {
     await c.query(script);
     await c.query('VACUUM ANALYZE flux.mg_meter_readings');
     await c.end();
+    await admin.query(`COMMENT ON DATABASE ${dbName} IS '${schema}'`);
   }
   await admin.end();
 }
