@@ -19,6 +19,10 @@ BEGIN
             coalesce(claims->'role', 'null'::jsonb)
             USING ERRCODE = '22023';
     END IF;
+    IF claims ?| ARRAY['exp', 'iat', 'nbf'] THEN
+        RAISE EXCEPTION 'claims must not set exp, iat or nbf: the token is valid from now for valid_for'
+            USING ERRCODE = '22023';
+    END IF;
     IF valid_for IS NULL OR valid_for <= interval '0' THEN
         RAISE EXCEPTION 'valid_for must be a positive interval, got %', valid_for
             USING ERRCODE = '22023';

@@ -5,7 +5,7 @@ use crate::error::raise;
 use crate::guc;
 use flux_edge::postgrest::{error, response_headers};
 use flux_edge::ratelimit::{bucket_key, BucketTable, Tier};
-use flux_edge::{check_api_key, identity, KeyError};
+use flux_edge::{api_key, check_api_key, identity, KeyError};
 use pgrx::lwlock::PgLwLock;
 use pgrx::prelude::*;
 use pgrx::shmem::PGRXSharedMemory;
@@ -119,41 +119,21 @@ mod flux_internal {
             setting(c"request.jwt.claims").as_deref(),
             "request.jwt.claims",
         );
-        let role = current_role();
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .expect("after 1970");
-        let refuse = |status: u16,
-                      code: &str,
-                      message: &str,
-                      details: Option<&str>,
-                      hint: &str,
-                      h: &[(&str, String)]| {
-            let (message, detail) = error(status, code, message, details, Some(hint), h);
-            Some(vec![message, detail])
+        let key = check_api_key(
+            api_key(&headers),
+            &crate::keys::jwt_secret(),
+            now.as_secs() as i64,
+        );
+        // Requests without a valid key count against the anon tier of their sender, so that a
+        // flood of them is throttled like any other.
+        let role = if key.is_ok() {
+            current_role()
+        } else {
+            "anon".to_owned()
         };
-
-        if let Err(e) = check_api_key(&headers, &crate::keys::jwt_secret(), now.as_secs() as i64) {
-            return match e {
-                KeyError::Missing => refuse(
-                    401,
-                    "PT401",
-                    "No API key found in request",
-                    None,
-                    "Send the project's anon or service_role key in the apikey header (or the apikey query parameter).",
-                    &[],
-                ),
-                KeyError::Invalid(why) => refuse(
-                    401,
-                    "PT401",
-                    "Invalid API key",
-                    Some(&why),
-                    "Use the anon or service_role key printed by ./flux up (or minted with flux.sign_jwt).",
-                    &[],
-                ),
-            };
-        }
-
         let tier = tier(&role);
         let decision = BUCKETS.exclusive().0.take(
             bucket_key(&role, &identity(&claims, &headers)),
@@ -165,21 +145,36 @@ mod flux_internal {
             ("X-RateLimit-Remaining", decision.remaining.to_string()),
             ("X-RateLimit-Reset", decision.reset.to_string()),
         ];
-        if decision.allowed {
+        let refusal = if !decision.allowed {
+            rate_headers.push(("Retry-After", decision.retry_after.to_string()));
+            error(
+                429,
+                "PT429",
+                "Rate limit exceeded",
+                Some(&format!(
+                    "The {role} tier allows {} requests per minute with bursts of {}.",
+                    tier.per_minute, tier.burst
+                )),
+                Some(&format!("Retry after {} s.", decision.retry_after)),
+                &rate_headers,
+            )
+        } else if let Err(e) = key {
+            let hint = match e {
+                KeyError::Missing => "Send the project's anon or service_role key in the apikey header (or the apikey query parameter).",
+                KeyError::Invalid(_) => "Use the anon or service_role key printed by ./flux up (or minted with flux.sign_jwt).",
+            };
+            error(
+                401,
+                "PT401",
+                e.message(),
+                e.details(),
+                Some(hint),
+                &rate_headers,
+            )
+        } else {
             set_local(c"response.headers", &response_headers(&rate_headers));
             return None;
-        }
-        rate_headers.push(("Retry-After", decision.retry_after.to_string()));
-        refuse(
-            429,
-            "PT429",
-            "Rate limit exceeded",
-            Some(&format!(
-                "The {role} tier allows {} requests per minute with bursts of {}.",
-                tier.per_minute, tier.burst
-            )),
-            &format!("Retry after {} s.", decision.retry_after),
-            &rate_headers,
-        )
+        };
+        Some(vec![refusal.0, refusal.1])
     }
 }

@@ -430,6 +430,12 @@ mod tests {
         assert!(failure("SELECT flux.sign_jwt('{\"role\": \"postgres\"}')")
             .unwrap()
             .starts_with("22023"));
+        assert!(
+            failure("SELECT flux.sign_jwt('{\"role\": \"anon\", \"exp\": 4102444800}')")
+                .unwrap()
+                .starts_with("22023"),
+            "the lifetime is valid_for's to set"
+        );
         assert!(failure("SELECT flux.sign_jwt('[1]')")
             .unwrap()
             .starts_with("22023"));

@@ -12,6 +12,10 @@ test('a request without an api key is a 401 "No API key found in request"', asyn
   const res = await api('/mg_device_registry?limit=1', { key: null });
   assertError(assert, res, 401, 'PT401');
   assert.equal(res.body.message, 'No API key found in request');
+  // It is counted too: the rate-limit headers come with the 401.
+  assert.match(res.headers.get('x-ratelimit-remaining'), /^\d+$/);
+  // The API root (PostgREST's OpenAPI description) is no exception.
+  assertError(assert, await api('/', { key: null }), 401, 'PT401');
   // A Bearer token alone is not an api key.
   const bearerOnly = await api('/mg_device_registry?limit=1', { key: null, headers: { Authorization: `Bearer ${anonKey}` } });
   assertError(assert, bearerOnly, 401, 'PT401');
@@ -26,6 +30,7 @@ test('invalid, expired, foreign, unsigned and user keys are refused with 401', a
     'alg none': `${b64('{"alg":"none","typ":"JWT"}')}.${b64('{"role":"service_role"}')}.`,
     'user token': await mintToken({ role: 'authenticated', sub: 'someone' }),
     'no role': signJwt({ sub: 'x' }),
+    'no expiry': signJwt({ role: 'anon', exp: undefined }),
   };
   for (const [what, key] of Object.entries(keys)) {
     const res = await api('/mg_device_registry?limit=1', { key, bearer: false });
@@ -59,8 +64,10 @@ test('successful responses carry the rate-limit headers of the role\'s tier', as
   const tiers = Object.fromEntries(
     (await sql("SELECT name, setting FROM pg_settings WHERE name LIKE 'flux.rate_limit_%_per_minute'")).map((r) => [r.name, r.setting]),
   );
-  for (const [key, tier] of [[anonKey, 'anon'], [serviceKey, 'service_role']]) {
-    const res = await api('/market_data?limit=1', { key });
+  assert.equal(new Set(Object.values(tiers)).size, 3, 'the tiers differ, so the mapping is visible');
+  const user = { Authorization: `Bearer ${await mintToken({ role: 'authenticated', sub: uniqueName('tier') })}` };
+  for (const [key, tier, headers] of [[anonKey, 'anon'], [serviceKey, 'service_role'], [anonKey, 'authenticated', user]]) {
+    const res = await api('/market_data?limit=1', { key, headers });
     assert.equal(res.status, 200);
     assert.equal(res.headers.get('x-ratelimit-limit'), tiers[`flux.rate_limit_${tier}_per_minute`]);
     assert.match(res.headers.get('x-ratelimit-remaining'), /^\d+$/);
@@ -145,6 +152,22 @@ test('authenticated users write readings only for devices at their sites; nothin
   assert.equal((await asUser({ device_id: meter.id, time: uniqueTime(), power_total_active: 1 }, single)).status, 201);
   const none = await mintToken({ role: 'authenticated', sub: uniqueName('u') });
   assertError(assert, await asUser({ device_id: meter.id, time: uniqueTime(), power_total_active: 1 }, none), 403, '42501');
+  // Re-sending is idempotent with ignore-duplicates; merging would need UPDATE, which only the
+  // service role has.
+  const resend = { device_id: meter.id, time: uniqueTime(), power_total_active: 1 };
+  const upsert = (resolution) =>
+    api('/mg_meter_readings?on_conflict=device_id,time', {
+      method: 'POST',
+      body: [resend],
+      headers: { Authorization: `Bearer ${token}`, Prefer: `resolution=${resolution}` },
+    });
+  assert.equal((await upsert('ignore-duplicates')).status, 201);
+  assert.equal((await upsert('ignore-duplicates')).status, 201);
+  assertError(assert, await upsert('merge-duplicates'), 403, '42501');
+  // id and created_at are the database's to set.
+  for (const forged of [{ created_at: '2020-01-01T00:00:00Z' }, { id: uuid() }]) {
+    assertError(assert, await asUser({ device_id: meter.id, time: uniqueTime(), ...forged }), 403, '42501');
+  }
   // Reading everything is allowed.
   const read = await api(`/mg_meter_readings?device_id=eq.${other.id}`, { headers: { Authorization: `Bearer ${token}` } });
   assert.equal(read.status, 200);
@@ -162,4 +185,6 @@ test('keys and device tokens are minted from SQL by the service role only', asyn
   assertError(assert, await api('/rpc/sign_jwt', { method: 'POST', body: { claims: { role: 'service_role' } } }), 401, '42501');
   const badRole = await service('/rpc/sign_jwt', { method: 'POST', body: { claims: { role: 'postgres' } } });
   assertError(assert, badRole, 400, '22023');
+  const eternal = await service('/rpc/sign_jwt', { method: 'POST', body: { claims: { role: 'anon', exp: null } } });
+  assertError(assert, eternal, 400, '22023');
 });

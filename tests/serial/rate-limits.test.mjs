@@ -100,6 +100,15 @@ test('tokens come back at the tier rate', async () => {
   assert.equal((await asUser(auth)).status, 429);
 });
 
+test('requests without a valid key are throttled too, as anonymous ones', async () => {
+  await setTiers({ 'flux.rate_limit_anon_per_minute': 6, 'flux.rate_limit_anon_burst': 3 });
+  // No key, or a forged one (without a Bearer token, which PostgREST itself would refuse).
+  const results = [];
+  for (let i = 0; i < 8; i++) results.push((await api('/market_data?limit=1', { key: i % 2 ? 'forged' : null, bearer: false })).status);
+  // The loopback address's anon bucket holds 3 tokens: then 429s, whatever the key.
+  assert.deepEqual(results, [401, 401, 401, 429, 429, 429, 429, 429]);
+});
+
 test('anonymous clients are limited by the address the router saw, not by a header they send', async () => {
   await setTiers({ 'flux.rate_limit_anon_per_minute': 6, 'flux.rate_limit_anon_burst': 3 });
   // Drain the loopback address's bucket, whatever earlier tests left in it.

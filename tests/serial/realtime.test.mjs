@@ -74,7 +74,7 @@ for (const [flavorIndex, flavor] of flavors.entries()) {
       assert.equal(payload.new.soe, 55.5);
       assert.equal(payload.new.available_inverter_blocks, 3);
       assert.match(payload.new.time, /^2031-03-01T00:01:00\+00:00$/);
-      // The other device's row was committed first; a client gets changes in commit order.
+      // The other device's row, committed first, does not pass the device filter.
       assert.equal(anon.changes('ref', (p) => p.new.device_id === other.id).length, 0);
       assert.equal(await anon.unsubscribe('ref'), 'ok');
     });
@@ -301,7 +301,15 @@ describe('realtime protocol details (raw WebSocket)', () => {
   const url = (vsn, key = anonKey) => `${env.FLUX_REALTIME_URL}/websocket?apikey=${key}&vsn=${vsn}`;
 
   test('a missing or invalid api key gets HTTP 401 with a JSON error before the upgrade', async () => {
-    for (const key of [null, 'not-a-jwt', signJwt({ role: 'anon' }, 'some-other-secret-of-sufficient-length'), signJwt({ role: 'anon', exp: 1 })]) {
+    const wrongKeys = [
+      null,
+      'not-a-jwt',
+      signJwt({ role: 'anon' }, 'some-other-secret-of-sufficient-length'),
+      signJwt({ role: 'anon', exp: 1 }),
+      // A user token is not an api key (the REST edge refuses it too).
+      signJwt({ role: 'authenticated', sub: 'someone' }),
+    ];
+    for (const key of wrongKeys) {
       const target = new URL(`${env.FLUX_REALTIME_URL}/websocket`.replace(/^ws/, 'http'));
       target.searchParams.set('vsn', '1.0.0');
       if (key) target.searchParams.set('apikey', key);

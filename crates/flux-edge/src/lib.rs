@@ -12,4 +12,4 @@ pub mod postgrest;
 pub mod ratelimit;
 mod request;
 
-pub use request::{check_api_key, identity, KeyError};
+pub use request::{api_key, check_api_key, identity, ApiKey, KeyError};

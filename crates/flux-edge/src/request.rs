@@ -1,51 +1,75 @@
 //! Who is calling: the api key and the rate-limit identity of a request.
 
+use flux_jwt::Claims;
 use serde_json::Value;
-use std::fmt;
 
 /// Roles an api key may carry. User tokens (`authenticated`) go in `Authorization`, not here.
 const KEY_ROLES: [&str; 2] = ["anon", "service_role"];
 
+/// A verified api key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiKey {
+    pub role: String,
+    pub claims: Claims,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyError {
-    /// No `apikey` header (the router turns an `apikey` query parameter into the header).
+    /// No key (the router turns an `apikey` query parameter into the `apikey` header).
     Missing,
-    /// A key that is not this project's, with the reason.
+    /// A key that is not a current key of this project, with the reason.
     Invalid(String),
 }
 
-impl fmt::Display for KeyError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl KeyError {
+    /// What the client is told.
+    pub fn message(&self) -> &'static str {
         match self {
-            KeyError::Missing => f.write_str("No API key found in request"),
-            KeyError::Invalid(why) => write!(f, "Invalid API key: {why}"),
+            KeyError::Missing => "No API key found in request",
+            KeyError::Invalid(_) => "Invalid API key",
+        }
+    }
+
+    /// Why a key is invalid.
+    pub fn details(&self) -> Option<&str> {
+        match self {
+            KeyError::Missing => None,
+            KeyError::Invalid(why) => Some(why),
         }
     }
 }
 
-impl std::error::Error for KeyError {}
-
-/// Checks the `apikey` header of `headers` (PostgREST's `request.headers`: a JSON object with
-/// lower-case names). Returns the key's role.
-pub fn check_api_key(headers: &Value, secret: &[u8], now: i64) -> Result<String, KeyError> {
-    let key = api_key(headers).ok_or(KeyError::Missing)?;
-    let claims =
-        flux_jwt::verify(key, secret, now).map_err(|e| KeyError::Invalid(e.to_string()))?;
+/// Checks an api key: an HS256 JWT of this project (`secret`), not expired at `now` (Unix
+/// seconds) and with an `exp` at all, whose `role` is `anon` or `service_role`. The REST edge
+/// and the realtime server apply this same rule.
+pub fn check_api_key(key: Option<&str>, secret: &[u8], now: i64) -> Result<ApiKey, KeyError> {
+    let key = key
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .ok_or(KeyError::Missing)?;
+    let invalid = |why: String| KeyError::Invalid(why);
+    let claims = flux_jwt::verify(key, secret, now).map_err(|e| invalid(e.to_string()))?;
+    if flux_jwt::numeric_claim(&claims, "exp")
+        .map_err(|e| invalid(e.to_string()))?
+        .is_none()
+    {
+        return Err(invalid("the key has no exp claim".into()));
+    }
     match claims.get("role").and_then(Value::as_str) {
-        Some(role) if KEY_ROLES.contains(&role) => Ok(role.to_owned()),
-        Some(role) => Err(KeyError::Invalid(format!(
+        Some(role) if KEY_ROLES.contains(&role) => Ok(ApiKey {
+            role: role.to_owned(),
+            claims,
+        }),
+        Some(role) => Err(invalid(format!(
             "role {role:?} is not an api key role (anon or service_role)"
         ))),
-        None => Err(KeyError::Invalid("the key has no role".into())),
+        None => Err(invalid("the key has no role".into())),
     }
 }
 
-fn api_key(headers: &Value) -> Option<&str> {
-    headers
-        .get("apikey")
-        .and_then(Value::as_str)
-        .map(str::trim)
-        .filter(|k| !k.is_empty())
+/// The `apikey` header of PostgREST's `request.headers` (a JSON object, lower-case names).
+pub fn api_key(headers: &Value) -> Option<&str> {
+    headers.get("apikey").and_then(Value::as_str)
 }
 
 /// The identity a rate limit applies to: `sub:<JWT sub>` when the request's claims have one;
@@ -68,7 +92,7 @@ pub fn identity(claims: &Value, headers: &Value) -> String {
         .filter(|ip| !ip.is_empty());
     match forwarded {
         Some(ip) => format!("ip:{ip}"),
-        None => format!("key:{}", api_key(headers).unwrap_or("")),
+        None => format!("key:{}", api_key(headers).unwrap_or("").trim()),
     }
 }
 
@@ -78,6 +102,7 @@ mod tests {
     use serde_json::json;
 
     const SECRET: &[u8] = b"edge-test-secret-that-is-at-least-32-chars";
+    const NOW: i64 = 1_700_000_000;
 
     fn key(claims: Value) -> String {
         flux_jwt::sign(claims.as_object().unwrap(), SECRET).unwrap()
@@ -86,37 +111,36 @@ mod tests {
     #[test]
     fn accepts_anon_and_service_keys() {
         for role in KEY_ROLES {
-            let headers = json!({ "apikey": key(json!({"role": role, "exp": 2_000_000_000})) });
-            assert_eq!(
-                check_api_key(&headers, SECRET, 1_700_000_000),
-                Ok(role.to_owned())
-            );
+            let k = key(json!({"role": role, "exp": 2_000_000_000}));
+            let checked = check_api_key(Some(&k), SECRET, NOW).unwrap();
+            assert_eq!(checked.role, role);
+            assert_eq!(checked.claims["exp"], 2_000_000_000);
         }
     }
 
     #[test]
-    fn rejects_missing_foreign_expired_and_unsigned_keys() {
-        assert_eq!(check_api_key(&json!({}), SECRET, 0), Err(KeyError::Missing));
-        assert_eq!(
-            check_api_key(&json!({"apikey": "  "}), SECRET, 0),
-            Err(KeyError::Missing)
-        );
+    fn rejects_missing_foreign_expired_eternal_and_unsigned_keys() {
+        assert_eq!(check_api_key(None, SECRET, 0), Err(KeyError::Missing));
+        assert_eq!(check_api_key(Some("  "), SECRET, 0), Err(KeyError::Missing));
         let foreign = flux_jwt::sign(
-            json!({"role": "anon"}).as_object().unwrap(),
+            json!({"role": "anon", "exp": 2_000_000_000})
+                .as_object()
+                .unwrap(),
             b"another-project-secret-also-32-characters!",
         )
         .unwrap();
         let cases = [
             foreign,
             key(json!({"role": "anon", "exp": 10})),
-            key(json!({"role": "authenticated"})),
-            key(json!({"role": "postgres"})),
-            key(json!({"sub": "x"})),
+            key(json!({"role": "anon"})),
+            key(json!({"role": "authenticated", "exp": 2_000_000_000})),
+            key(json!({"role": "postgres", "exp": 2_000_000_000})),
+            key(json!({"sub": "x", "exp": 2_000_000_000})),
             "eyJhbGciOiJub25lIn0.eyJyb2xlIjoic2VydmljZV9yb2xlIn0.".to_owned(),
             "not-a-jwt".to_owned(),
         ];
         for apikey in cases {
-            let result = check_api_key(&json!({ "apikey": apikey }), SECRET, 1_700_000_000);
+            let result = check_api_key(Some(&apikey), SECRET, NOW);
             assert!(
                 matches!(result, Err(KeyError::Invalid(_))),
                 "{apikey}: {result:?}"

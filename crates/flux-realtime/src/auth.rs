@@ -14,7 +14,11 @@ pub struct Auth {
 /// Verifies an HS256 token as Supabase's realtime does: signature, then `exp` and `role`
 /// must be present.
 pub fn verify(token: &str, secret: &[u8], now: i64) -> Result<Auth, String> {
-    let claims = flux_jwt::verify(token, secret, now).map_err(|e| e.to_string())?;
+    from_claims(flux_jwt::verify(token, secret, now).map_err(|e| e.to_string())?)
+}
+
+/// The subscriber of verified claims; `exp` and `role` must be present.
+pub fn from_claims(claims: flux_jwt::Claims) -> Result<Auth, String> {
     let exp = flux_jwt::numeric_claim(&claims, "exp")
         .map_err(|e| e.to_string())?
         .ok_or("JWT has no exp claim")?;

@@ -118,15 +118,19 @@ fn upgrade(
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
     });
-    let Some(apikey) = apikey else {
-        return error(StatusCode::UNAUTHORIZED, "apikey is missing");
-    };
     let now = time::now_micros() / 1_000_000;
-    let auth = match auth::verify(&apikey, &state.config.secret, now) {
+    // The same rule as the REST edge: an anon or service_role key of this project.
+    let key = flux_edge::check_api_key(apikey.as_deref(), &state.config.secret, now)
+        .map_err(|e| match e.details() {
+            Some(why) => format!("{}: {why}", e.message()),
+            None => e.message().to_owned(),
+        })
+        .and_then(|key| auth::from_claims(key.claims));
+    let auth = match key {
         Ok(a) => a,
         Err(e) => {
-            log!("refused a connection from {peer}: invalid apikey: {e}");
-            return error(StatusCode::UNAUTHORIZED, format!("apikey is invalid: {e}"));
+            log!("refused a connection from {peer}: {e}");
+            return error(StatusCode::UNAUTHORIZED, e);
         }
     };
     let Some(vsn) = Vsn::parse(query_param(query, "vsn").as_deref()) else {
