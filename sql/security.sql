@@ -13,7 +13,12 @@ GRANT USAGE ON SCHEMA flux TO anon, authenticated, service_role;
 
 GRANT SELECT ON flux.mg_device_registry, flux.mg_bess_readings, flux.mg_meter_readings,
     flux.market_data TO anon, authenticated;
-GRANT INSERT ON flux.mg_bess_readings, flux.mg_meter_readings TO authenticated;
+-- The measured columns only: `id` and `created_at` are the database's to set.
+GRANT INSERT (time, device_id, soe, target_power, available_inverter_blocks, command_source)
+    ON flux.mg_bess_readings TO authenticated;
+GRANT INSERT (time, device_id, power_total_active, energy_imported_active, energy_exported_active,
+              voltage_line_average, current_phase_average)
+    ON flux.mg_meter_readings TO authenticated;
 GRANT SELECT, INSERT, UPDATE, DELETE ON flux.mg_device_registry, flux.mg_bess_readings,
     flux.mg_meter_readings, flux.market_data TO service_role;
 
@@ -27,6 +32,12 @@ CREATE POLICY read_all ON flux.mg_bess_readings FOR SELECT TO anon, authenticate
 CREATE POLICY read_all ON flux.mg_meter_readings FOR SELECT TO anon, authenticated USING (true);
 CREATE POLICY read_all ON flux.market_data FOR SELECT TO anon, authenticated USING (true);
 
+-- service_role is created BYPASSRLS, but a database may already have one without it.
+CREATE POLICY service_all ON flux.mg_device_registry TO service_role USING (true) WITH CHECK (true);
+CREATE POLICY service_all ON flux.mg_bess_readings TO service_role USING (true) WITH CHECK (true);
+CREATE POLICY service_all ON flux.mg_meter_readings TO service_role USING (true) WITH CHECK (true);
+CREATE POLICY service_all ON flux.market_data TO service_role USING (true) WITH CHECK (true);
+
 -- The site codes of the request's JWT claims (PostgREST's request.jwt.claims).
 CREATE FUNCTION flux_internal.claimed_sites() RETURNS text[]
 LANGUAGE sql STABLE
@@ -38,7 +49,6 @@ AS $$
            END
     FROM (SELECT coalesce(nullif(current_setting('request.jwt.claims', true), ''), '{}')::jsonb) AS c(claims)
 $$;
-GRANT EXECUTE ON FUNCTION flux_internal.claimed_sites() TO authenticated;
 
 CREATE POLICY insert_at_claimed_sites ON flux.mg_bess_readings FOR INSERT TO authenticated
     WITH CHECK (EXISTS (SELECT FROM flux.mg_device_registry d
