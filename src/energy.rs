@@ -178,6 +178,13 @@ fn device_buckets(
             e.to_string(),
         )
     });
+    // The whole buckets must be representable as timestamptz.
+    if TimestampWithTimeZone::try_from(grid.end() - PG_EPOCH_US).is_err() {
+        raise(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            "end_time is too close to the end of the timestamp range",
+        );
+    }
     let requested = device_ids.map(|ids| {
         ids.into_iter()
             .map(|id| {
@@ -332,7 +339,8 @@ fn aggregate_devices(
         args.push(Arg::new(states.iter().map(|s| s.id).collect::<Vec<_>>()));
     }
     for_each_reading(spi, &query, &args, |device, r| {
-        // A device registered after the registry was read has no aggregator: skip it.
+        // A reading whose device the registry does not show this caller (its policies differ
+        // from the readings') has no aggregator: skip it.
         let Ok(i) = keys.binary_search(&device) else {
             return true;
         };
@@ -436,13 +444,13 @@ fn for_each_reading(
         // SAFETY: the columns of READING_COLUMNS: uuid (a pointer to 16 bytes, never null),
         // timestamptz and three float8 (by value).
         unsafe {
+            assert!(!nulls[0] && !nulls[1], "device_id and time are NOT NULL");
             let device = u128::from_be_bytes(*values[0].cast_mut_ptr::<[u8; 16]>());
             let float = |i: usize| f64::from_datum(values[i], nulls[i]);
             take(
                 device,
                 Reading {
-                    time: i64::from_datum(values[1], nulls[1]).expect("time is NOT NULL")
-                        + PG_EPOCH_US,
+                    time: i64::from_datum(values[1], false).expect("not null") + PG_EPOCH_US,
                     power: float(2),
                     imported: float(3),
                     exported: float(4),

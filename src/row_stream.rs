@@ -52,9 +52,11 @@ pub fn for_each_row(
         },
         row,
     };
+    // The executor gets a pointer to the whole receiver (its first field is `dest`), so that
+    // `receive_slot` may cast it back.
+    let receiver: *mut Receiver = &mut receiver;
     // SAFETY: called inside an SPI connection (Spi::connect); the parameter list is allocated
-    // in the current memory context and outlives the call; `receiver` outlives the execution,
-    // and its `dest` is the first field, so the executor's DestReceiver pointer is ours.
+    // in the current memory context and outlives the call; `receiver` outlives the execution.
     unsafe {
         let params = pg_sys::makeParamList(args.len() as i32);
         let slots = (*params).params.as_mut_slice(args.len());
@@ -67,7 +69,7 @@ pub fn for_each_row(
         let options = pg_sys::SPIExecuteOptions {
             params,
             read_only: true,
-            dest: &mut receiver.dest,
+            dest: receiver.cast::<pg_sys::DestReceiver>(),
             ..Default::default()
         };
         let status = pg_sys::SPI_execute_extended(query.as_ptr(), &options);
