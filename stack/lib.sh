@@ -2,7 +2,9 @@
 #
 # Everything the stack owns lives under $FLUX_HOME (default: .flux/ in the checkout):
 #   pgdata/  the PostgreSQL cluster (owned by the postgres user)
-#   run/     sockets and pid files        log/  logs
+#   run/     pid files and checksums      log/  logs      socket/  PostgreSQL's socket
+# Only pgdata/, socket/ and log/postgresql.log belong to the postgres user; the rest is root's,
+# so that what root writes or trusts there cannot be swapped by another account.
 #   conf/    generated PostgREST / nginx configuration
 #   secrets.env  generated passwords and JWT secret (mode 600)
 #   stack.env    what clients need: URLs and keys
@@ -53,7 +55,15 @@ wait_for() {
     done
 }
 
-pid_alive() { [[ -f $1 ]] && kill -0 "$(<"$1")" 2>/dev/null; }
+# Whether the pid in file $1 is a live process whose command line contains $2: a stale pid
+# file (after a reboot) must not make us signal an unrelated process.
+pid_alive() {
+    [[ -f $1 ]] || return 1
+    local pid
+    pid=$(<"$1")
+    [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null &&
+        tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$2"
+}
 
 pg_running() { as_postgres "$PG_BIN/pg_ctl" -D "$PGDATA" status >/dev/null 2>&1; }
 

@@ -6,6 +6,6 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 state() { if "$@" >/dev/null 2>&1; then echo running; else echo stopped; fi; }
 printf '%-12s %s\n' \
     postgresql "$(state pg_running)" \
-    postgrest "$(state pid_alive "$FLUX_HOME/run/postgrest.pid")" \
-    router "$(state pid_alive "$FLUX_HOME/run/nginx.pid")" \
-    realtime "$(state pid_alive "$FLUX_HOME/run/realtime.pid")"
+    postgrest "$(state pid_alive "$FLUX_HOME/run/postgrest.pid" postgrest)" \
+    router "$(state pid_alive "$FLUX_HOME/run/nginx.pid" nginx)" \
+    realtime "$(state pid_alive "$FLUX_HOME/run/realtime.pid" flux-realtime)"

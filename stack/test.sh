@@ -55,9 +55,10 @@ main() {
 
     # The end-to-end tests all come from one address and run in parallel: lift the rate limits
     # for them. tests/serial/rate-limits tests the limits (and the documented defaults).
-    in_test_stack 'for t in anon authenticated service_role; do
-                       flux_psql -c "ALTER SYSTEM SET flux.rate_limit_${t}_per_minute = 1000000" \
-                                 -c "ALTER SYSTEM SET flux.rate_limit_${t}_burst = 1000000"
+    # Distinct values per tier, so that the tests still see which tier a request got.
+    in_test_stack 'for t in anon:1000001 authenticated:1000002 service_role:1000003; do
+                       flux_psql -c "ALTER SYSTEM SET flux.rate_limit_${t%:*}_per_minute = ${t#*:}" \
+                                 -c "ALTER SYSTEM SET flux.rate_limit_${t%:*}_burst = ${t#*:}"
                    done
                    flux_psql -c "SELECT pg_reload_conf()" >/dev/null'
 

@@ -24,8 +24,11 @@ ensure_traversable() {
 }
 
 prepare_dirs() {
-    mkdir -p "$FLUX_HOME"/{conf,nginx,build}
-    install -d -o postgres -g postgres -m 755 "$FLUX_HOME/run" "$FLUX_HOME/log"
+    install -d -o root -g root -m 755 "$FLUX_HOME" "$FLUX_HOME"/{conf,nginx,build,run,log}
+    install -d -o postgres -g postgres -m 755 "$FLUX_HOME/socket"
+    # pg_ctl writes the server log as the postgres user: that one file is theirs.
+    touch "$FLUX_HOME/log/postgresql.log"
+    chown postgres:postgres "$FLUX_HOME/log/postgresql.log"
     # nginx workers run as nobody and spool large request bodies here.
     install -d -o nobody -m 700 "$FLUX_HOME"/nginx/{client_body,proxy,fastcgi,uwsgi,scgi}
     ensure_traversable
@@ -112,7 +115,25 @@ start_postgres() {
     library_sum >"$LOADED_LIBRARY"
 }
 
+# The install script of the extension version PostgreSQL offers.
+install_script() {
+    local version
+    version=$(flux_psql -Atc "SELECT default_version FROM pg_available_extensions WHERE name = 'flux'")
+    echo "$("$PG_CONFIG" --sharedir)/extension/flux--$version.sql"
+}
+
 create_extension() {
+    local existed script_sum sum_file=$FLUX_HOME/run/extension.sha256
+    existed=$(flux_psql -Atc "SELECT count(*) FROM pg_extension WHERE extname = 'flux'")
+    script_sum=$(sha256sum "$(install_script)" | cut -d' ' -f1)
+    if [[ $existed == 0 ]]; then
+        echo "$script_sum" >"$sum_file"
+    elif [[ -f $sum_file && $(<"$sum_file") != "$script_sum" ]]; then
+        # Same version, different SQL: only a development build does this. ALTER EXTENSION
+        # cannot apply it; an upgrade script and a new version would.
+        say "warning: the flux install script changed but its version did not; the database keeps the old schema."
+        say "         Recreate it (loses data): psql \"\$FLUX_DB_URL\" -c 'DROP EXTENSION flux CASCADE' -c 'CREATE EXTENSION flux'"
+    fi
     flux_psql <<SQL
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS flux;
@@ -135,7 +156,7 @@ ensure_keys() {
 # restarts it when $2 is non-empty (its configuration changed).
 start_daemon() {
     local name=$1 pidfile=$FLUX_HOME/run/$1.pid restart=$2; shift 2
-    if pid_alive "$pidfile"; then
+    if pid_alive "$pidfile" "${1##*/}"; then
         [[ -z $restart ]] && return
         kill "$(<"$pidfile")" 2>/dev/null || true
         wait_for 10 bash -c "! kill -0 $(<"$pidfile")" || true
@@ -181,7 +202,7 @@ start_router() {
     render_conf nginx.conf >/dev/null
     nginx -t -q -e "$FLUX_HOME/log/nginx-error.log" -c "$FLUX_HOME/conf/nginx.conf" ||
         die "nginx rejected $FLUX_HOME/conf/nginx.conf"
-    if pid_alive "$FLUX_HOME/run/nginx.pid"; then
+    if pid_alive "$FLUX_HOME/run/nginx.pid" nginx; then
         nginx -e "$FLUX_HOME/log/nginx-error.log" -c "$FLUX_HOME/conf/nginx.conf" -s reload
     else
         nginx -e "$FLUX_HOME/log/nginx-error.log" -c "$FLUX_HOME/conf/nginx.conf"
