@@ -41,8 +41,8 @@ pub use aggregate::{
     aggregate, BucketRow, DeviceAggregator, OutOfOrder, Reading, RegisterBucket, CONTEXT_AFTER,
     CONTEXT_BEFORE,
 };
+pub use flux_calendar::{civil_to_days, days_to_civil};
 pub use grid::{Grid, GridError, MAX_BUCKETS};
 pub use params::{ParamError, Params, HEADROOM};
 pub use quality::Quality;
 pub use settlement::{settlement_period, Settlement};
-pub use time::{civil_to_days, days_to_civil};

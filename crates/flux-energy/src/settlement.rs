@@ -6,9 +6,8 @@
 //! Periods are counted in elapsed half hours since the UTC instant of local midnight, never
 //! from wall-clock time, so the spring change day has 46 periods and the autumn one 50.
 
-use crate::time::{
-    civil_to_days, days_to_civil, MICROS_PER_DAY, MICROS_PER_HOUR, MICROS_PER_MINUTE,
-};
+use crate::time::{MICROS_PER_DAY, MICROS_PER_HOUR, MICROS_PER_MINUTE};
+use flux_calendar::{civil_to_days, days_to_civil};
 
 const DAY: i128 = MICROS_PER_DAY as i128;
 const HOUR: i128 = MICROS_PER_HOUR as i128;
@@ -40,7 +39,7 @@ pub fn settlement_period(t: i64) -> Settlement {
 }
 
 /// Day number of the last Sunday of `month` (March or October, both 31 days long).
-fn last_sunday(year: i32, month: u32) -> i128 {
+fn last_sunday(year: i64, month: u32) -> i128 {
     let last = i128::from(civil_to_days(year, month, 31));
     // 1970-01-01 was a Thursday, so (days + 4) mod 7 counts days since Sunday.
     last - (last + 4).rem_euclid(7)
@@ -48,7 +47,7 @@ fn last_sunday(year: i32, month: u32) -> i128 {
 
 /// Offset of UK local time from UTC at instant `t`.
 fn uk_offset(t: i128) -> i128 {
-    let (year, _, _) = days_to_civil(t.div_euclid(DAY) as i32);
+    let (year, _, _) = days_to_civil(t.div_euclid(DAY) as i64);
     let bst_start = last_sunday(year, 3) * DAY + HOUR;
     let bst_end = last_sunday(year, 10) * DAY + HOUR;
     if (bst_start..bst_end).contains(&t) {
@@ -62,7 +61,7 @@ fn uk_offset(t: i128) -> i128 {
 fn local_midnight(date: i128) -> i128 {
     // The clocks change at 01:00 UTC, never at midnight: midnight of the spring Sunday is
     // still GMT, midnight of the autumn Sunday is still BST.
-    let (year, _, _) = days_to_civil(date as i32);
+    let (year, _, _) = days_to_civil(date as i64);
     let bst = last_sunday(year, 3) < date && date <= last_sunday(year, 10);
     date * DAY - if bst { HOUR } else { 0 }
 }
@@ -70,19 +69,18 @@ fn local_midnight(date: i128) -> i128 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::time::civil_to_days;
 
-    fn at(year: i32, month: u32, day: u32, hour: i64, minute: i64) -> i64 {
+    fn at(year: i64, month: u32, day: u32, hour: i64, minute: i64) -> i64 {
         civil_to_days(year, month, day) * MICROS_PER_DAY
             + hour * MICROS_PER_HOUR
             + minute * MICROS_PER_MINUTE
     }
 
-    fn date(year: i32, month: u32, day: u32) -> i32 {
+    fn date(year: i64, month: u32, day: u32) -> i32 {
         civil_to_days(year, month, day) as i32
     }
 
-    fn expect(t: i64, day: (i32, u32, u32), period: u32, periods_in_day: u32) {
+    fn expect(t: i64, day: (i64, u32, u32), period: u32, periods_in_day: u32) {
         assert_eq!(
             settlement_period(t),
             Settlement {
