@@ -178,13 +178,6 @@ fn device_buckets(
             e.to_string(),
         )
     });
-    // The whole buckets must be representable as timestamptz.
-    if TimestampWithTimeZone::try_from(grid.end() - PG_EPOCH_US).is_err() {
-        raise(
-            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            "end_time is too close to the end of the timestamp range",
-        );
-    }
     let requested = device_ids.map(|ids| {
         ids.into_iter()
             .map(|id| {
@@ -476,7 +469,15 @@ fn micros_since_unix_epoch(t: TimestampWithTimeZone, name: &str) -> i64 {
             format!("{name} must be a finite time, not {t}"),
         );
     }
-    pg_sys::TimestampTz::from(t) + PG_EPOCH_US
+    // PostgreSQL's range ends in year 294276, microseconds since 1970 in an i64 a little before.
+    pg_sys::TimestampTz::from(t)
+        .checked_add(PG_EPOCH_US)
+        .unwrap_or_else(|| {
+            raise(
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                format!("{name} is after the latest supported time (year 294246), got {t}"),
+            )
+        })
 }
 
 fn timestamptz(unix_us: i64) -> TimestampWithTimeZone {

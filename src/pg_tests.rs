@@ -289,6 +289,10 @@ mod tests {
             (format!("SELECT * FROM flux.get_meter_readings_5m({AT}, {AT} + interval '1 day', ARRAY['{ok}'::uuid, '11111111-1111-1111-1111-111111111111'])"), "22023: unknown device id(s) 11111111-1111-1111-1111-111111111111"),
             (format!("SELECT * FROM flux.get_meter_readings_5m({AT}, {AT} + interval '1 day', ARRAY['{id}'::uuid])"), "22023: device 00000000-0000-0000-0000-000000000001 (TEST-METER-1): metadata.max_power_kw"),
             (format!("SELECT * FROM flux.meter_energy_buckets({AT}, {AT} + interval '1 day', interval '1 month', NULL)"), "22023: bucket_width must be a fixed duration"),
+            (
+                "SELECT * FROM flux.get_meter_readings_30m('294270-01-01 00:00+00', '294270-01-01 01:00+00', NULL)".to_owned(),
+                "22023: start_time is after the latest supported time",
+            ),
             (format!("SELECT * FROM flux.meter_energy_buckets({AT}, {AT} + interval '1 day', interval '0.5 seconds', NULL)"), "22023: bucket_width must be a fixed duration"),
             (format!("SELECT * FROM flux.meter_energy_buckets({AT}, {AT} + interval '1 day', NULL, NULL)"), "22004: bucket_width must not be null"),
         ];
