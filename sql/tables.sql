@@ -8,6 +8,7 @@
 -- Floating-point columns refuse NaN and ±Infinity: JSON cannot carry them, but PostgreSQL would
 -- accept the strings "NaN" and "Infinity", and one such value would poison every aggregate.
 -- (`x < 'Infinity'` is false for NaN as well, because PostgreSQL sorts NaN above Infinity.)
+-- Times likewise lie in years 1 to 9999: `infinity` or year 200000 is a typo, not telemetry.
 --
 -- Indexes: the primary keys serve per-device time ranges; the `time` indexes serve time ranges
 -- across devices and newest-first listings (scanned backwards). They are ascending on purpose:
@@ -52,6 +53,8 @@ CREATE TABLE flux.mg_bess_readings (
     -- Deleting a device that still has readings is refused (409), never cascaded.
     CONSTRAINT mg_bess_readings_device_id_fkey FOREIGN KEY (device_id)
         REFERENCES flux.mg_device_registry (id) ON UPDATE CASCADE ON DELETE RESTRICT,
+    CONSTRAINT time_between_years_1_and_9999
+        CHECK (time >= '0001-01-01 00:00+00' AND time < '10000-01-01 00:00+00'),
     CONSTRAINT soe_between_0_and_100 CHECK (soe >= 0 AND soe <= 100),
     CONSTRAINT target_power_finite CHECK (target_power > '-Infinity' AND target_power < 'Infinity'),
     CONSTRAINT available_inverter_blocks_not_negative CHECK (available_inverter_blocks >= 0)
@@ -75,6 +78,8 @@ CREATE TABLE flux.mg_meter_readings (
     CONSTRAINT mg_meter_readings_pkey PRIMARY KEY (device_id, time),
     CONSTRAINT mg_meter_readings_device_id_fkey FOREIGN KEY (device_id)
         REFERENCES flux.mg_device_registry (id) ON UPDATE CASCADE ON DELETE RESTRICT,
+    CONSTRAINT time_between_years_1_and_9999
+        CHECK (time >= '0001-01-01 00:00+00' AND time < '10000-01-01 00:00+00'),
     CONSTRAINT power_total_active_finite
         CHECK (power_total_active > '-Infinity' AND power_total_active < 'Infinity'),
     -- Cumulative registers count up from zero.
@@ -104,6 +109,8 @@ CREATE TABLE flux.market_data (
     metadata    jsonb,
     created_at  timestamptz      NOT NULL DEFAULT now(),
     CONSTRAINT market_data_pkey PRIMARY KEY (type, time),
+    CONSTRAINT time_between_years_1_and_9999
+        CHECK (time >= '0001-01-01 00:00+00' AND time < '10000-01-01 00:00+00'),
     CONSTRAINT market_data_type_known CHECK (type BETWEEN 1 AND 4),
     CONSTRAINT market_data_value_finite CHECK (value > '-Infinity' AND value < 'Infinity'),
     CONSTRAINT market_data_metadata_is_object CHECK (jsonb_typeof(metadata) = 'object')

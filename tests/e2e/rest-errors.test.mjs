@@ -42,6 +42,11 @@ test('out-of-range and malformed BESS values are refused with 400 and the SQLSTA
   assertError(assert, await post({ target_power: '-Infinity' }), 400, '23514');
   assertError(assert, await post({ time: null }), 400, '23502');
   assertError(assert, await post({ time: '2024-13-45T00:00:00Z' }), 400, '22008');
+  for (const time of ['infinity', '-infinity', '10000-01-01T00:00:00Z', '200000-06-01T00:00:00Z']) {
+    const res = await post({ time });
+    assertError(assert, res, 400, '23514');
+    assert.match(res.body.message, /time_between_years_1_and_9999/);
+  }
   assertError(assert, await post({ device_id: 'not-a-uuid' }), 400, '22P02');
   assertError(assert, await post({ no_such_column: 1 }), 400, 'PGRST204');
   assert.equal(await count('mg_bess_readings', bess.id), 0);
