@@ -57,6 +57,12 @@ versions=$(flux_psql -Atc "SELECT version FROM pg_available_extension_versions W
 flux_psql -c "DROP DATABASE IF EXISTS $fresh" -c "CREATE DATABASE $fresh"
 flux_psql_db "$fresh" -c "CREATE EXTENSION flux"
 expected_schema=$(schema_of "$fresh")
+# The comparison below is only as good as the description: make sure it sees the extension.
+for object in "member table flux.mg_meter_readings" "policy flux.mg_meter_readings.insert_at_claimed_sites" \
+    "function flux_internal.pre_request()" "constraint flux.mg_bess_readings.soe_between_0_and_100" \
+    "published flux.mg_bess_readings" "trigger CREATE TRIGGER check_metadata"; do
+    grep -qF -- "$object" <<<"$expected_schema" || die "the schema description lacks \"$object\""
+done
 
 failures=0
 for version in $versions; do
