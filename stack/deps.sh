@@ -26,8 +26,8 @@ ensure_cargo_pgrx() {
         cargo install cargo-pgrx --version "$PGRX_VERSION" --locked --quiet
     fi
     # `init` only records where pg_config is; it downloads nothing.
-    if ! grep -qs "pg15 = \"$PG_CONFIG\"" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
-        cargo pgrx init --pg15 "$PG_CONFIG" >/dev/null
+    if ! grep -qs "pg15 = \"$PG_SYSTEM_CONFIG\"" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
+        cargo pgrx init --pg15 "$PG_SYSTEM_CONFIG" >/dev/null
     fi
 }
 

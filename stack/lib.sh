@@ -1,6 +1,8 @@
 # Shared settings and helpers for the stack scripts. Sourced, not run.
 #
 # Everything the stack owns lives under $FLUX_HOME (default: .flux/ in the checkout):
+#   pg/      the stack's own PostgreSQL 15 installation (see ensure_pg_tree): its flux library
+#            and scripts are the ones this stack built, whatever another stack or a test installs
 #   pgdata/  the PostgreSQL cluster (owned by the postgres user)
 #   run/     pid files and checksums      log/  logs      socket/  PostgreSQL's socket
 # Only pgdata/, socket/ and log/postgresql.log belong to the postgres user; the rest is root's,
@@ -17,8 +19,11 @@ FLUX_DB_PORT=${FLUX_DB_PORT:-$((FLUX_PORT + 1))}
 FLUX_POSTGREST_PORT=${FLUX_POSTGREST_PORT:-$((FLUX_PORT + 3))}
 FLUX_REALTIME_PORT=${FLUX_REALTIME_PORT:-$((FLUX_PORT + 4))}
 FLUX_CACHE=${FLUX_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/flux}
-PG_BIN=/usr/lib/postgresql/15/bin
-PG_CONFIG=$PG_BIN/pg_config
+# Debian's PostgreSQL 15: the extension is built against it, and each stack runs a copy of it.
+PG_SYSTEM_BIN=/usr/lib/postgresql/15/bin
+PG_SYSTEM_CONFIG=$PG_SYSTEM_BIN/pg_config
+PG_TREE=$FLUX_HOME/pg
+PG_BIN=$PG_TREE/lib/postgresql/15/bin
 PGDATA=$FLUX_HOME/pgdata
 POSTGREST_VERSION=12.0.2
 POSTGREST_BIN=$FLUX_CACHE/postgrest-$POSTGREST_VERSION/postgrest
@@ -26,6 +31,8 @@ NODE22_VERSION=22.23.3
 NODE22_BIN=$FLUX_CACHE/node-$NODE22_VERSION/bin/node
 
 export PATH="$HOME/.cargo/bin:$PATH"
+# `&` in a substitution's replacement means the match in bash 5.2: render() wants it literal.
+shopt -u patsub_replacement 2>/dev/null || true
 
 say() { printf '\033[1m[flux]\033[0m %s\n' "$*" >&2; }
 die() { printf '\033[1;31m[flux] error:\033[0m %s\n' "$*" >&2; exit 1; }
@@ -63,6 +70,40 @@ pid_alive() {
     pid=$(<"$1")
     [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null &&
         tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$2"
+}
+
+# A private PostgreSQL 15 installation in $1, laid out like Debian's under /usr: PostgreSQL
+# finds its lib and share directories relative to its own binary (after resolving symlinks),
+# so the binaries are copies, and everything else links to Debian's files. Only the extension
+# directory's flux files and lib/flux.so are the tree's own: a stack (or the pgrx tests)
+# installs its build there, and nothing on the machine is touched. Rebuilt when Debian's
+# PostgreSQL changes (a minor update), so that binaries and modules always match.
+ensure_pg_tree() {
+    local tree=$1 stamp=$1/.debian-postgres
+    local version
+    version=$( (sha256sum "$PG_SYSTEM_BIN/postgres"; ls /usr/lib/postgresql/15/lib /usr/share/postgresql/15/extension) |
+        sha256sum | cut -d' ' -f1)
+    [[ -f $stamp && $(<"$stamp") == "$version" ]] && return
+    say "preparing a private PostgreSQL installation in $tree"
+    local bin=$tree/lib/postgresql/15/bin lib=$tree/lib/postgresql/15/lib
+    local share=$tree/share/postgresql/15 entry
+    rm -rf "$bin"
+    install -d "$bin" "$lib" "$share/extension" "$tree/include"
+    cp -p "$PG_SYSTEM_BIN"/* "$bin/"
+    for entry in /usr/lib/postgresql/15/lib/*; do
+        [[ ${entry##*/} == flux.so ]] || ln -sfn "$entry" "$lib/"
+    done
+    for entry in /usr/share/postgresql/15/*; do
+        [[ ${entry##*/} == extension ]] || ln -sfn "$entry" "$share/"
+    done
+    for entry in /usr/share/postgresql/15/extension/*; do
+        [[ ${entry##*/} == flux[-.]* ]] || ln -sfn "$entry" "$share/extension/"
+    done
+    # pg_config of the tree reports $tree/include as well (cargo pgrx builds against it).
+    ln -sfn /usr/include/postgresql "$tree/include/"
+    [[ $("$bin/pg_config" --pkglibdir) == "$lib" ]] ||
+        die "PostgreSQL in $tree does not find its own lib directory: cannot isolate the stack"
+    echo "$version" >"$stamp"
 }
 
 pg_running() { as_postgres "$PG_BIN/pg_ctl" -D "$PGDATA" status >/dev/null 2>&1; }

@@ -2,12 +2,15 @@
 # ./flux test — every test, against real parts:
 #   1. formatting and clippy (no warnings)
 #   2. unit and property tests of the pure crates (cargo test)
-#   3. pgrx tests: the SQL surface inside a real PostgreSQL (cargo pgrx test)
-#   4. a throw-away stack (.flux-test/, ports 55321..) brought up by the same script as ./flux up
+#   3. a throw-away stack (.flux-test/, ports 55321..) brought up by the same script as ./flux up
+#   4. pgrx tests: the SQL surface inside a real PostgreSQL (cargo pgrx test), in a PostgreSQL
+#      installation of their own, while a probe checks that the stack beside them never fails
 #   5. end-to-end tests through the router with real clients (node --test tests/e2e), then
 #      those that change the running stack, one at a time (tests/serial)
 #   6. the upgrade test (ALTER EXTENSION flux UPDATE from every installable version)
-# The throw-away stack is stopped at the end; a user's own stack (./flux up) is left alone.
+# Every stack and the pgrx tests run their own copy of PostgreSQL with their own build of the
+# extension: a user's own stack (./flux up) is never touched. The throw-away stack is stopped
+# at the end.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 source "$FLUX_ROOT/stack/deps.sh"
@@ -22,6 +25,40 @@ stop_test_stack() { FLUX_HOME=$TEST_HOME FLUX_PORT=$TEST_PORT "$FLUX_ROOT/stack/
 # Runs shell code with lib.sh loaded for the test stack (its ports, secrets, flux_psql).
 in_test_stack() {
     FLUX_HOME=$TEST_HOME FLUX_PORT=$TEST_PORT bash -c "source '$FLUX_ROOT/stack/lib.sh'; load_secrets; $1"
+}
+
+# The pgrx tests build, install and run their debug build in a PostgreSQL installation of
+# their own (PGRX_HOME points cargo pgrx at its pg_config).
+run_pgrx_tests() {
+    local dir=$TEST_HOME/pgrx
+    install -d -o postgres -g postgres "$dir"
+    ensure_pg_tree "$dir/pg"
+    install -d "$dir/home"
+    printf '[configs]\npg15 = "%s"\n' "$dir/pg/lib/postgresql/15/bin/pg_config" >"$dir/home/config.toml"
+    PGRX_HOME=$dir/home cargo pgrx test pg15 --runas postgres --pgdata "$dir/data"
+}
+
+# A client of the test stack for as long as the pgrx tests run: ten requests a second, every
+# answer that is not a 200 recorded. Installing and running another build must not reach it.
+PROBE_LOG=$TEST_HOME/probe.log
+start_probe() {
+    in_test_stack "while :; do
+                       code=\$(curl -s -o /dev/null -w '%{http_code}' -m 10 -H \"apikey: \$FLUX_ANON_KEY\" \\
+                           \"http://127.0.0.1:\$FLUX_PORT/rest/v1/market_data?limit=1\")
+                       echo \"\$(date +%T.%N) \$code\"
+                       sleep 0.1
+                   done" >"$PROBE_LOG" 2>&1 &
+    PROBE_PID=$!
+}
+stop_probe() {
+    kill "$PROBE_PID"
+    wait "$PROBE_PID" 2>/dev/null || true
+    local total failed
+    total=$(wc -l <"$PROBE_LOG")
+    failed=$(grep -cv ' 200$' "$PROBE_LOG" || true)
+    ((total > 10)) || die "the probe of the test stack made only $total requests"
+    ((failed == 0)) || { grep -v ' 200$' "$PROBE_LOG" | head >&2; die "$failed of $total requests to the test stack failed while the pgrx tests ran"; }
+    say "the test stack answered all $total probe requests while the pgrx tests ran"
 }
 
 main() {
@@ -40,16 +77,9 @@ main() {
     step "unit and property tests of the pure crates"
     cargo test --workspace --exclude flux --quiet
 
-    step "pgrx tests"
+    step "bringing up the test stack"
     stop_test_stack
     rm -rf "$TEST_HOME"
-    install -d -o postgres -g postgres "$TEST_HOME" "$TEST_HOME/pgrx"
-    # pgrx copies its test build over the installed library in place; unlink it first so that
-    # a running stack keeps the library it mapped instead of seeing it rewritten under it.
-    rm -f "$("$PG_CONFIG" --pkglibdir)/flux.so"
-    cargo pgrx test pg15 --runas postgres --pgdata "$TEST_HOME/pgrx/data"
-
-    step "bringing up the test stack"
     trap stop_test_stack EXIT
     FLUX_HOME=$TEST_HOME FLUX_PORT=$TEST_PORT FLUX_QUIET=1 FLUX_SHARED_BUFFERS=256MB "$FLUX_ROOT/stack/up.sh"
 
@@ -61,6 +91,11 @@ main() {
                                  -c "ALTER SYSTEM SET flux.rate_limit_${t%:*}_burst = ${t#*:}"
                    done
                    flux_psql -c "SELECT pg_reload_conf()" >/dev/null'
+
+    step "pgrx tests (beside the running test stack, which must not notice)"
+    start_probe
+    run_pgrx_tests
+    stop_probe
 
     step "end-to-end tests"
     FLUX_HOME=$TEST_HOME FLUX_NODE22=$NODE22_BIN node --test --test-reporter=spec tests/e2e/

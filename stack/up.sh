@@ -48,27 +48,28 @@ SECRETS
     fi
 }
 
-# Builds the extension package and copies the files that differ into PostgreSQL's directories
-# (shared by every stack on this machine).
+# Builds the extension package against Debian's PostgreSQL and copies the files that differ
+# into this stack's own installation ($PG_TREE), which no other stack uses.
 install_extension() {
     local pkg="$FLUX_HOME/build/package" f dest
     say "building the extension ($FLUX_PROFILE)"
     rm -rf "$pkg"
     local profile_flag=(--profile "$FLUX_PROFILE")
     [[ $FLUX_PROFILE == dev ]] && profile_flag=(--debug)
-    (cd "$FLUX_ROOT" && cargo pgrx package "${profile_flag[@]}" --pg-config "$PG_CONFIG" \
+    (cd "$FLUX_ROOT" && cargo pgrx package "${profile_flag[@]}" --pg-config "$PG_SYSTEM_CONFIG" \
         --out-dir "$pkg" >/dev/null 2>"$FLUX_HOME/log/build.log") ||
         { cat "$FLUX_HOME/log/build.log" >&2; die "extension build failed"; }
     while IFS= read -r -d '' f; do
-        dest=/${f#"$pkg"/}
+        dest=$PG_TREE/${f#"$pkg"/usr/}
         # `install` replaces the file (new inode): running backends keep the old mapping.
         cmp -s "$f" "$dest" || install -D -m 644 "$f" "$dest"
     done < <(find "$pkg" -type f -print0)
 }
 
-# The preloaded library is read at server start: the checksum of the one this cluster runs.
+# The preloaded library and the server binary are read at server start: the checksum of the
+# pair this cluster runs.
 LOADED_LIBRARY=$FLUX_HOME/run/flux.so.sha256
-library_sum() { sha256sum "$("$PG_CONFIG" --pkglibdir)/flux.so" | cut -d' ' -f1; }
+library_sum() { cat "$PG_TREE/lib/postgresql/15/lib/flux.so" "$PG_BIN/postgres" | sha256sum | cut -d' ' -f1; }
 
 init_cluster() {
     [[ -f $PGDATA/PG_VERSION ]] && return
@@ -103,7 +104,7 @@ start_postgres() {
     [[ $(cat "$LOADED_LIBRARY" 2>/dev/null) == "$(library_sum)" ]] || restart+=library
     if pg_running; then
         if [[ -n $restart ]]; then
-            say "restarting PostgreSQL (library or settings changed)"
+            say "restarting PostgreSQL (server, library or settings changed)"
             as_postgres "$PG_BIN/pg_ctl" -D "$PGDATA" -w -t 120 -m fast restart \
                 -l "$FLUX_HOME/log/postgresql.log" >/dev/null
         fi
@@ -119,7 +120,7 @@ start_postgres() {
 install_script() {
     local version
     version=$(flux_psql -Atc "SELECT default_version FROM pg_available_extensions WHERE name = 'flux'")
-    echo "$("$PG_CONFIG" --sharedir)/extension/flux--$version.sql"
+    echo "$PG_TREE/share/postgresql/15/extension/flux--$version.sql"
 }
 
 create_extension() {
@@ -249,6 +250,7 @@ main() {
     ensure_runtime_deps
     prepare_dirs
     ensure_secrets
+    ensure_pg_tree "$PG_TREE"
     install_extension
     init_cluster
     start_postgres "$(configure_cluster)"
