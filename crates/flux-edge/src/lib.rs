@@ -6,10 +6,16 @@
 //! * [`identity`]: who a rate limit applies to — the JWT `sub`, else the client address the
 //!   proxy saw, else the key;
 //! * [`ratelimit`]: token buckets in a fixed-size table that lives in shared memory;
-//! * [`postgrest`]: the exact shapes PostgREST 12 expects for response headers and errors.
+//! * [`postgrest`]: the exact shapes PostgREST 12 expects for response headers and errors;
+//! * [`mint_claims`]: what `flux.sign_jwt` may sign.
 
+mod mint;
 pub mod postgrest;
 pub mod ratelimit;
 mod request;
 
-pub use request::{api_key, check_api_key, identity, ApiKey, KeyError};
+pub use mint::{mint_claims, MINTABLE_ROLES};
+pub use request::{
+    api_key, bearer_problem, check_api_key, identity, parse_request_id, request_id, ApiKey,
+    KeyError,
+};

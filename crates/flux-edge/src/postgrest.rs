@@ -14,6 +14,12 @@ pub fn response_headers(headers: &[(&str, String)]) -> String {
     .to_string()
 }
 
+/// PostgREST's error body, `{code, message, details, hint}`: what the database and the router
+/// answer alike.
+pub fn error_body(code: &str, message: &str, details: Option<&str>, hint: Option<&str>) -> String {
+    json!({ "code": code, "message": message, "details": details, "hint": hint }).to_string()
+}
+
 /// `MESSAGE` and `DETAIL` of `RAISE SQLSTATE 'PGRST'`, which PostgREST turns into an HTTP error
 /// with this status, headers and body `{code, message, details, hint}`. All four parts are
 /// required in 12.0.2 (a missing one is a 500, PGRST121).
@@ -25,13 +31,12 @@ pub fn error(
     hint: Option<&str>,
     headers: &[(&str, String)],
 ) -> (String, String) {
-    let body = json!({ "code": code, "message": message, "details": details, "hint": hint });
     let headers: Map<String, Value> = headers
         .iter()
         .map(|(name, value)| ((*name).to_owned(), Value::String(value.clone())))
         .collect();
     (
-        body.to_string(),
+        error_body(code, message, details, hint),
         json!({ "status": status, "headers": headers }).to_string(),
     )
 }

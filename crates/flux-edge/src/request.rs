@@ -37,6 +37,14 @@ impl KeyError {
             KeyError::Invalid(why) => Some(why),
         }
     }
+
+    /// What to do about it.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            KeyError::Missing => "Send the project's anon or service_role key in the apikey header (or the apikey query parameter).",
+            KeyError::Invalid(_) => "Use the anon or service_role key printed by ./flux up (or minted with flux.sign_jwt).",
+        }
+    }
 }
 
 /// Checks an api key: an HS256 JWT of this project (`secret`), not expired at `now` (Unix
@@ -65,6 +73,38 @@ pub fn check_api_key(key: Option<&str>, secret: &[u8], now: i64) -> Result<ApiKe
         ))),
         None => Err(invalid("the key has no role".into())),
     }
+}
+
+/// Why the Bearer token of a request is refused although PostgREST verified it, or `None`.
+/// PostgREST accepts a token without `exp`; Flux does not, for the same reason as for api
+/// keys: a token that never expires cannot be taken back. `claims` are the verified claims
+/// (PostgREST's `request.jwt.claims`), `headers` the request's.
+pub fn bearer_problem(claims: &Value, headers: &Value) -> Option<&'static str> {
+    let bearer = headers
+        .get("authorization")
+        .and_then(Value::as_str)
+        .and_then(|v| v.trim_start().get(..7))
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("bearer "));
+    (bearer && claims.get("exp").is_none_or(Value::is_null)).then_some("JWT has no exp claim")
+}
+
+/// The 128-bit request id the router gives every request (`x-flux-request-id`, 32 hex digits).
+pub fn request_id(headers: &Value) -> Option<[u8; 16]> {
+    parse_request_id(headers.get("x-flux-request-id")?.as_str()?)
+}
+
+/// 32 hex digits as 16 bytes.
+pub fn parse_request_id(text: &str) -> Option<[u8; 16]> {
+    let text = text.as_bytes();
+    if text.len() != 32 {
+        return None;
+    }
+    let mut id = [0u8; 16];
+    for (byte, pair) in id.iter_mut().zip(text.chunks(2)) {
+        let digit = |b: u8| (b as char).to_digit(16);
+        *byte = (digit(pair[0])? * 16 + digit(pair[1])?) as u8;
+    }
+    Some(id)
 }
 
 /// The `apikey` header of PostgREST's `request.headers` (a JSON object, lower-case names).
@@ -146,6 +186,61 @@ mod tests {
                 "{apikey}: {result:?}"
             );
         }
+    }
+
+    #[test]
+    fn bearer_tokens_need_exp() {
+        let bearer = json!({"authorization": "Bearer x.y.z"});
+        assert_eq!(
+            bearer_problem(&json!({"role": "service_role"}), &bearer),
+            Some("JWT has no exp claim")
+        );
+        assert_eq!(
+            bearer_problem(
+                &json!({"role": "anon", "exp": null}),
+                &json!({"authorization": " bearer t"})
+            ),
+            Some("JWT has no exp claim")
+        );
+        assert_eq!(
+            bearer_problem(&json!({"role": "anon", "exp": 5}), &bearer),
+            None
+        );
+        // Without a Bearer token, PostgREST's claims are just the anon role.
+        assert_eq!(bearer_problem(&json!({"role": "anon"}), &json!({})), None);
+        assert_eq!(
+            bearer_problem(
+                &json!({"role": "anon"}),
+                &json!({"authorization": "Basic x"})
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn request_ids() {
+        let id = "00112233445566778899aabbccddeeff";
+        assert_eq!(
+            request_id(&json!({"x-flux-request-id": id})),
+            Some([
+                0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd,
+                0xee, 0xff
+            ])
+        );
+        assert_eq!(
+            parse_request_id(&id.to_uppercase()),
+            request_id(&json!({"x-flux-request-id": id}))
+        );
+        for bad in [
+            "",
+            "00",
+            &format!("{id}0"),
+            "0011223344556677889gaabbccddeeff",
+            "+0112233445566778899aabbccddeef",
+        ] {
+            assert_eq!(parse_request_id(bad), None, "{bad}");
+        }
+        assert_eq!(request_id(&json!({})), None);
     }
 
     #[test]
