@@ -24,3 +24,10 @@ COMMENT ON FUNCTION flux_internal.pre_request() IS
 -- adds beyond the three built-in ones: every role may execute it (functions are executable by
 -- PUBLIC by default); what else lives in flux_internal keeps its own grants.
 GRANT USAGE ON SCHEMA flux_internal TO PUBLIC;
+
+COMMENT ON FUNCTION flux_internal.cancel_request(text) IS
+    'Cancels the statement of the request the router named (x-flux-request-id) if a backend still serves it: the router calls it when the client leaves or PostgREST''s answer is overdue.';
+
+-- The router connects as PostgREST's login role to cancel; nobody else needs to.
+REVOKE ALL ON FUNCTION flux_internal.cancel_request(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION flux_internal.cancel_request(text) TO authenticator;

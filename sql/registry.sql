@@ -5,7 +5,7 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog
 AS $$
 DECLARE
-    problem text := flux_internal.energy_metadata_error(NEW.metadata);
+    problem text := flux_internal.energy_metadata_error(NEW.metadata::text);
 BEGIN
     IF problem IS NOT NULL THEN
         RAISE EXCEPTION 'invalid metadata for device %: %', NEW.name, problem

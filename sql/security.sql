@@ -50,9 +50,11 @@ AS $$
     FROM (SELECT coalesce(nullif(current_setting('request.jwt.claims', true), ''), '{}')::jsonb) AS c(claims)
 $$;
 
+-- `(SELECT claimed_sites())` is an initplan: the claims are read once per statement, not once
+-- per inserted row.
 CREATE POLICY insert_at_claimed_sites ON flux.mg_bess_readings FOR INSERT TO authenticated
     WITH CHECK (EXISTS (SELECT FROM flux.mg_device_registry d
-                        WHERE d.id = device_id AND d.site = ANY (flux_internal.claimed_sites())));
+                        WHERE d.id = device_id AND d.site = ANY ((SELECT flux_internal.claimed_sites())::text[])));
 CREATE POLICY insert_at_claimed_sites ON flux.mg_meter_readings FOR INSERT TO authenticated
     WITH CHECK (EXISTS (SELECT FROM flux.mg_device_registry d
-                        WHERE d.id = device_id AND d.site = ANY (flux_internal.claimed_sites())));
+                        WHERE d.id = device_id AND d.site = ANY ((SELECT flux_internal.claimed_sites())::text[])));

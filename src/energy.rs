@@ -212,7 +212,7 @@ fn devices(
 ) -> Vec<(Uuid, Params)> {
     let table = client
         .select(
-            "SELECT id, name, metadata FROM flux.mg_device_registry \
+            "SELECT id, name, metadata::text FROM flux.mg_device_registry \
              WHERE $1::uuid[] IS NULL OR id = ANY($1) ORDER BY id",
             None,
             &[DatumWithOid::from(requested.map(<[Uuid]>::to_vec))],
@@ -226,9 +226,9 @@ fn devices(
             .flatten()
             .expect("registry id is the primary key");
         let name: String = row.get(2).ok().flatten().unwrap_or_default();
-        let metadata: Option<JsonB> = row.get(3).unwrap_or_else(|e| spi_failed(e));
+        let metadata: Option<String> = row.get(3).unwrap_or_else(|e| spi_failed(e));
         let params = defaults
-            .with_metadata(metadata.as_ref().map(|m| &m.0))
+            .with_metadata_text(metadata.as_deref())
             .unwrap_or_else(|e| {
                 raise(
                     PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
@@ -248,11 +248,17 @@ fn devices(
             .map(|id| id.to_string())
             .collect();
         if !unknown.is_empty() {
+            // The ids come from the caller: name a few, count the rest.
+            const NAMED: usize = 5;
+            let more = match unknown.len().saturating_sub(NAMED) {
+                0 => String::new(),
+                n => format!(" and {n} more"),
+            };
             raise(
                 PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
                 format!(
-                    "unknown device id(s) {}: not registered in mg_device_registry, or not visible to you",
-                    unknown.join(", ")
+                    "unknown device id(s) {}{more}: not registered in mg_device_registry, or not visible to you",
+                    unknown[..unknown.len().min(NAMED)].join(", ")
                 ),
             );
         }
@@ -515,9 +521,21 @@ fn spi_failed(e: pgrx::spi::SpiError) -> ! {
 mod flux_internal {
     use super::*;
 
-    /// Why a device's registry metadata cannot drive the energy reconstruction, or NULL if it
-    /// can. The registry checks it on every write, so a bad value is refused where it is made.
-    #[pg_extern(immutable, parallel_safe)]
+    /// Why a device's registry metadata (as JSON text) cannot drive the energy reconstruction,
+    /// or NULL if it can. The registry checks it on every write, so a bad value is refused
+    /// where it is made. Text, not `jsonb`: a document this cannot read (`1e400`, nesting
+    /// 1,000 levels deep) is then a reason, not a failure to convert the argument.
+    #[pg_extern(immutable, parallel_safe, name = "energy_metadata_error")]
+    fn energy_metadata_error_of_text(metadata: Option<&str>) -> Option<String> {
+        Params::DEFAULT
+            .with_metadata_text(metadata)
+            .err()
+            .map(|e| e.to_string())
+    }
+
+    /// 0.1.0's `jsonb` version, kept for the 0.1.0 install script until `ALTER EXTENSION
+    /// flux UPDATE` replaces it.
+    #[pg_extern(immutable, parallel_safe, sql = false)]
     fn energy_metadata_error(metadata: Option<JsonB>) -> Option<String> {
         Params::DEFAULT
             .with_metadata(metadata.as_ref().map(|m| &m.0))

@@ -127,6 +127,10 @@ pub fn register() {
             GucFlags::empty(),
         );
     }
+    // Every flux.* setting is one of the above: a misspelt one is an error, not a placeholder
+    // that is silently ignored.
+    // SAFETY: called from _PG_init after the settings above are defined.
+    unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"flux".as_ptr()) };
 }
 
 /// The energy parameters for devices without metadata, from the settings above.

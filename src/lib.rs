@@ -20,7 +20,10 @@ extension_sql_file!("../sql/tables.sql", name = "tables", requires = ["roles"]);
 extension_sql_file!(
     "../sql/registry.sql",
     name = "registry",
-    requires = ["tables", energy::flux_internal::energy_metadata_error]
+    requires = [
+        "tables",
+        energy::flux_internal::energy_metadata_error_of_text
+    ]
 );
 extension_sql_file!(
     "../sql/security.sql",
@@ -45,12 +48,16 @@ extension_sql_file!(
 extension_sql_file!(
     "../sql/edge.sql",
     name = "edge",
-    requires = ["roles", edge::flux_internal::check_request]
+    requires = [
+        "roles",
+        edge::flux_internal::check_request,
+        edge::flux_internal::cancel_request
+    ]
 );
 extension_sql_file!(
     "../sql/keys.sql",
     name = "keys",
-    requires = ["roles", "edge", keys::flux_internal::jwt_sign]
+    requires = ["roles", "edge", keys::sign_jwt]
 );
 
 #[pg_guard]

@@ -12,6 +12,7 @@
 # extension: a user's own stack (./flux up) is never touched. The throw-away stack is stopped
 # at the end.
 set -euo pipefail
+# shellcheck source=stack/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 source "$FLUX_ROOT/stack/deps.sh"
 
@@ -61,6 +62,36 @@ stop_probe() {
     say "the test stack answered all $total probe requests while the pgrx tests ran"
 }
 
+# A version's install script is frozen in sql/install/ (README: Upgrades): the one this build
+# generates must hold the same statements, whatever their order (pgrx orders them by a
+# dependency graph) and comments (pgrx names source lines). A changed SQL surface needs a new
+# version and an upgrade script.
+check_sql_surface() {
+    local generated version frozen
+    generated=$(find "$TEST_HOME/build/package" -name 'flux--*.sql' ! -name 'flux--*--*.sql')
+    version=${generated##*/flux--}
+    version=${version%.sql}
+    frozen=$FLUX_ROOT/sql/install/flux--$version.sql
+    [[ -f $frozen ]] || die "sql/install/flux--$version.sql is missing: freeze the install script of $version there (cp $generated sql/install/)"
+    local strip='/^--/d; s/[[:space:]]*\/\*[^*]*\*\/[[:space:]]*$//; s/[[:space:]]*$//; /^$/d'
+    if ! diff -u <(sed "$strip" "$frozen" | sort) <(sed "$strip" "$generated" | sort) >&2; then
+        die "the SQL surface differs from the frozen install script of $version (diff above): a released version never changes; give the change a new version and an upgrade script"
+    fi
+}
+
+# The stack's shell scripts: shellcheck, and templates render any value literally.
+check_stack_scripts() {
+    command -v shellcheck >/dev/null || {
+        say "installing shellcheck"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck >/dev/null
+    }
+    shellcheck -x flux .ci/run stack/*.sh tests/*.sh bench/*.sh bench/*/*.sh
+    local out
+    out=$(FLUX_HOME='/srv/R&D \1 $x' bash -c "source stack/lib.sh; tmp=\$(mktemp); printf 'home @FLUX_HOME@\n' >\$tmp; render \$tmp /dev/stdout")
+    # shellcheck disable=SC2016 # the value is literal on purpose
+    [[ $out == 'home /srv/R&D \1 $x' ]] || die "render() changed a value: $out"
+}
+
 main() {
     cd "$FLUX_ROOT"
     step "installing what is missing"
@@ -68,8 +99,9 @@ main() {
     ensure_node22
     (cd tests && npm ci --silent --no-audit --no-fund)
 
-    step "cargo fmt --check"
+    step "cargo fmt --check, shellcheck"
     cargo fmt --all -- --check
+    check_stack_scripts
 
     step "cargo clippy (warnings are errors)"
     cargo clippy --workspace --all-targets --quiet -- -D warnings
@@ -82,10 +114,12 @@ main() {
     rm -rf "$TEST_HOME"
     trap stop_test_stack EXIT
     FLUX_HOME=$TEST_HOME FLUX_PORT=$TEST_PORT FLUX_QUIET=1 FLUX_SHARED_BUFFERS=256MB "$FLUX_ROOT/stack/up.sh"
+    check_sql_surface
 
     # The end-to-end tests all come from one address and run in parallel: lift the rate limits
     # for them. tests/serial/rate-limits tests the limits (and the documented defaults).
     # Distinct values per tier, so that the tests still see which tier a request got.
+    # shellcheck disable=SC2016 # expanded by in_test_stack's shell
     in_test_stack 'for t in anon:1000001 authenticated:1000002 service_role:1000003; do
                        flux_psql -c "ALTER SYSTEM SET flux.rate_limit_${t%:*}_per_minute = ${t#*:}" \
                                  -c "ALTER SYSTEM SET flux.rate_limit_${t%:*}_burst = ${t#*:}"
