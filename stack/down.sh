@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # ./flux down — stop everything ./flux up started. Data and keys stay in $FLUX_HOME.
 set -euo pipefail
+# shellcheck source=stack/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # Stops daemon $1, whose command line contains $2.
@@ -15,12 +16,8 @@ stop_pidfile() {
 }
 
 [[ -d $FLUX_HOME ]] || exit 0
+stop_pidfile router flux-router
 stop_pidfile realtime flux-realtime
-if pid_alive "$FLUX_HOME/run/nginx.pid" nginx; then
-    nginx -e "$FLUX_HOME/log/nginx-error.log" -c "$FLUX_HOME/conf/nginx.conf" -s quit
-    wait_for 15 bash -c "! test -f '$FLUX_HOME/run/nginx.pid'" || true
-    say "stopped the router"
-fi
 stop_pidfile postgrest postgrest
 if [[ -f $PGDATA/PG_VERSION ]] && pg_running; then
     as_postgres "$PG_BIN/pg_ctl" -D "$PGDATA" -w -m fast stop >/dev/null

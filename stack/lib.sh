@@ -1,4 +1,6 @@
+# shellcheck shell=bash
 # Shared settings and helpers for the stack scripts. Sourced, not run.
+# shellcheck disable=SC2034 # the settings are for the scripts that source this file
 #
 # Everything the stack owns lives under $FLUX_HOME (default: .flux/ in the checkout):
 #   pg/      the stack's own PostgreSQL 15 installation (see ensure_pg_tree): its flux library
@@ -7,7 +9,8 @@
 #   run/     pid files and checksums      log/  logs      socket/  PostgreSQL's socket
 # Only pgdata/, socket/ and log/postgresql.log belong to the postgres user; the rest is root's,
 # so that what root writes or trusts there cannot be swapped by another account.
-#   conf/    generated PostgREST / nginx configuration
+#   bin/     the stack's copies of the realtime server and the router
+#   conf/    generated PostgREST configuration, and the daemons' environments
 #   secrets.env  generated passwords and JWT secret (mode 600)
 #   stack.env    what clients need: URLs and keys
 # Ports derive from FLUX_PORT (the router), so a second stack (the tests) can run beside the first.
@@ -41,7 +44,7 @@ as_postgres() { sudo -u postgres -- "$@"; }
 
 # Renders a template: every @NAME@ is replaced by the value of the shell variable NAME.
 render() {
-    local template=$1 out=$2 line name
+    local template=$1 out=$2 name
     local content
     content=$(<"$template")
     while [[ $content =~ @([A-Z_0-9]+)@ ]]; do

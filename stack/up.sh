@@ -2,11 +2,13 @@
 # ./flux up — install what is missing, build and install the extension, bring the stack up.
 # Safe to run again: it reuses the cluster, secrets and keys, restarts only what changed.
 set -euo pipefail
+# shellcheck source=stack/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 source "$FLUX_ROOT/stack/deps.sh"
 
 FLUX_PROFILE=${FLUX_PROFILE:-release}           # cargo profile of the installed extension
 FLUX_SHARED_BUFFERS=${FLUX_SHARED_BUFFERS:-1GB}
+FLUX_MAX_ROWS=${FLUX_MAX_ROWS:-10000}               # rows per REST response (PostgREST db-max-rows)
 
 random_secret() { tr -dc 'A-Za-z0-9' </dev/urandom | head -c "$1"; }
 
@@ -24,13 +26,11 @@ ensure_traversable() {
 }
 
 prepare_dirs() {
-    install -d -o root -g root -m 755 "$FLUX_HOME" "$FLUX_HOME"/{conf,nginx,build,run,log}
+    install -d -o root -g root -m 755 "$FLUX_HOME" "$FLUX_HOME"/{bin,conf,build,run,log}
     install -d -o postgres -g postgres -m 755 "$FLUX_HOME/socket"
     # pg_ctl writes the server log as the postgres user: that one file is theirs.
     touch "$FLUX_HOME/log/postgresql.log"
     chown postgres:postgres "$FLUX_HOME/log/postgresql.log"
-    # nginx workers run as nobody and spool large request bodies here.
-    install -d -o nobody -m 700 "$FLUX_HOME"/nginx/{client_body,proxy,fastcgi,uwsgi,scgi}
     ensure_traversable
 }
 
@@ -64,6 +64,13 @@ install_extension() {
         # `install` replaces the file (new inode): running backends keep the old mapping.
         cmp -s "$f" "$dest" || install -D -m 644 "$f" "$dest"
     done < <(find "$pkg" -type f -print0)
+    # The frozen install scripts of earlier releases: a database may be created at one of them
+    # (the upgrade test does) and brought up to date with ALTER EXTENSION flux UPDATE.
+    for f in "$FLUX_ROOT"/sql/install/flux--*.sql; do
+        dest=$PG_TREE/share/postgresql/15/extension/${f##*/}
+        [[ -f $pkg/usr/share/postgresql/15/extension/${f##*/} ]] && continue
+        cmp -s "$f" "$dest" || install -m 644 "$f" "$dest"
+    done
 }
 
 # The preloaded library and the server binary are read at server start: the checksum of the
@@ -141,6 +148,7 @@ CREATE EXTENSION IF NOT EXISTS flux;
 ALTER EXTENSION flux UPDATE;
 ALTER ROLE authenticator PASSWORD '$AUTHENTICATOR_PASSWORD';
 NOTIFY pgrst, 'reload schema';
+NOTIFY pgrst, 'reload config';
 SQL
 }
 
@@ -181,36 +189,74 @@ start_postgrest() {
         { tail -20 "$FLUX_HOME/log/postgrest.log" >&2; die "PostgREST did not start"; }
 }
 
-# The realtime server (crates/flux-realtime), restarted when its binary changed.
-start_realtime() {
-    local dir=$FLUX_PROFILE bin pidfile=$FLUX_HOME/run/realtime.pid sum_file=$FLUX_HOME/run/realtime.sha256
+# Builds the realtime server and the router (workspace binaries) and copies them into bin/: a
+# stack runs its own copies, which a later build for another stack does not replace.
+# Prints the names of those that changed.
+install_daemons() {
+    local dir=$FLUX_PROFILE name
     [[ $FLUX_PROFILE == dev ]] && dir=debug
-    say "building the realtime server ($FLUX_PROFILE)"
-    (cd "$FLUX_ROOT" && cargo build --quiet --profile "$FLUX_PROFILE" -p flux-realtime 2>"$FLUX_HOME/log/build-realtime.log") ||
-        { cat "$FLUX_HOME/log/build-realtime.log" >&2; die "realtime server build failed"; }
-    bin=$FLUX_ROOT/target/$dir/flux-realtime
-    local changed=""
-    [[ $(cat "$sum_file" 2>/dev/null) == "$(sha256sum "$bin" | cut -d' ' -f1)" ]] || changed=changed
-    FLUX_REALTIME_LISTEN=127.0.0.1:$FLUX_REALTIME_PORT FLUX_DB_URL=$FLUX_DB_URL FLUX_JWT_SECRET=$JWT_SECRET \
-        start_daemon realtime "$changed" "$bin"
-    sha256sum "$bin" | cut -d' ' -f1 >"$sum_file"
+    say "building the realtime server and the router ($FLUX_PROFILE)"
+    (cd "$FLUX_ROOT" && cargo build --quiet --profile "$FLUX_PROFILE" -p flux-realtime -p flux-router \
+        2>"$FLUX_HOME/log/build-daemons.log") ||
+        { cat "$FLUX_HOME/log/build-daemons.log" >&2; die "building the realtime server or the router failed"; }
+    for name in flux-realtime flux-router; do
+        if ! cmp -s "$FLUX_ROOT/target/$dir/$name" "$FLUX_HOME/bin/$name"; then
+            install -m 755 "$FLUX_ROOT/target/$dir/$name" "$FLUX_HOME/bin/$name"
+            echo "$name"
+        fi
+    done
+}
+
+# Writes conf/$1 from standard input; prints "changed" when it differs from what was there.
+write_conf() {
+    local tmp
+    tmp=$(mktemp) # mode 600: these hold passwords
+    cat >"$tmp"
+    if cmp -s "$tmp" "$FLUX_HOME/conf/$1"; then rm -f "$tmp"; else mv "$tmp" "$FLUX_HOME/conf/$1"; echo changed; fi
+}
+
+# Starts daemon $1 from bin/ with the environment in conf/$1.env (FLUX_* variables), restarted
+# when its binary ($2 non-empty) or that environment changed.
+start_flux_daemon() {
+    local name=$1 binary_changed=$2 env_changed
+    env_changed=$(write_conf "$name.env")
+    (
+        set -a
+        # shellcheck disable=SC1090
+        source "$FLUX_HOME/conf/$name.env"
+        set +a
+        # Every client connection is a descriptor (two, for the router).
+        ulimit -n 65536 2>/dev/null || true
+        start_daemon "$name" "$binary_changed$env_changed" "$FLUX_HOME/bin/flux-$name"
+    )
+}
+
+# The realtime server (crates/flux-realtime). Settings the caller exported pass through.
+start_realtime() {
+    {
+        printf 'FLUX_REALTIME_LISTEN=127.0.0.1:%s\nFLUX_DB_URL=%s\nFLUX_JWT_SECRET=%s\n' \
+            "$FLUX_REALTIME_PORT" "$FLUX_DB_URL" "$JWT_SECRET"
+        env | grep -E '^FLUX_REALTIME_[A-Z_]+=' | grep -v '^FLUX_REALTIME_LISTEN=' | sort || true
+    } | start_flux_daemon realtime "$(grep -x flux-realtime <<<"$1" || true)"
     # /health answers 200 once the change feed streams.
     wait_for 60 curl -sf -o /dev/null "http://127.0.0.1:$FLUX_REALTIME_PORT/health" ||
         { tail -20 "$FLUX_HOME/log/realtime.log" >&2; die "the realtime server did not start"; }
 }
 
+# The router (crates/flux-router): the stack's one origin. Its limits are FLUX_ROUTER_*
+# settings (README); those the caller exported pass through.
 start_router() {
-    render_conf nginx.conf >/dev/null
-    nginx -t -q -e "$FLUX_HOME/log/nginx-error.log" -c "$FLUX_HOME/conf/nginx.conf" ||
-        die "nginx rejected $FLUX_HOME/conf/nginx.conf"
-    if pid_alive "$FLUX_HOME/run/nginx.pid" nginx; then
-        nginx -e "$FLUX_HOME/log/nginx-error.log" -c "$FLUX_HOME/conf/nginx.conf" -s reload
-    else
-        nginx -e "$FLUX_HOME/log/nginx-error.log" -c "$FLUX_HOME/conf/nginx.conf"
-    fi
+    {
+        printf 'FLUX_ROUTER_LISTEN=127.0.0.1:%s\nFLUX_ROUTER_POSTGREST=127.0.0.1:%s\n' "$FLUX_PORT" "$FLUX_POSTGREST_PORT"
+        printf 'FLUX_ROUTER_REALTIME=127.0.0.1:%s\n' "$FLUX_REALTIME_PORT"
+        printf 'FLUX_ROUTER_DB_URL=postgres://authenticator:%s@127.0.0.1:%s/postgres\n' \
+            "$AUTHENTICATOR_PASSWORD" "$FLUX_DB_PORT"
+        env | grep -E '^FLUX_ROUTER_[A-Z_]+=' |
+            grep -vE '^FLUX_ROUTER_(LISTEN|POSTGREST|REALTIME|DB_URL)=' | sort || true
+    } | start_flux_daemon router "$(grep -x flux-router <<<"$1" || true)"
     wait_for 15 curl -sf -o /dev/null -H "apikey: $FLUX_ANON_KEY" \
         "http://127.0.0.1:$FLUX_PORT/rest/v1/market_data?limit=0" ||
-        die "the router does not answer on 127.0.0.1:$FLUX_PORT (see $FLUX_HOME/log/)"
+        { tail -20 "$FLUX_HOME/log/router.log" >&2; die "the router does not answer on 127.0.0.1:$FLUX_PORT"; }
 }
 
 write_env() {
@@ -257,9 +303,11 @@ main() {
     create_extension
     ensure_keys
     FLUX_DB_URL="postgres://postgres:$POSTGRES_PASSWORD@127.0.0.1:$FLUX_DB_PORT/postgres"
+    local changed_daemons
+    changed_daemons=$(install_daemons)
     start_postgrest
-    start_realtime
-    start_router
+    start_realtime "$changed_daemons"
+    start_router "$changed_daemons"
     write_env
     [[ ${FLUX_QUIET:-} ]] || print_summary
 }

@@ -3,6 +3,7 @@
 # every stored row and end with exactly the schema a fresh `CREATE EXTENSION flux` gives.
 # Runs against the cluster of a running stack ($FLUX_HOME); creates and drops its own databases.
 set -euo pipefail
+# shellcheck source=stack/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../stack/lib.sh"
 load_secrets
 

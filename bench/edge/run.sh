@@ -13,6 +13,7 @@
 #
 #   ./flux bench edge [--rounds 5] [--seconds 5] [--connections 16]
 set -euo pipefail
+# shellcheck source=stack/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../../stack/lib.sh"
 load_secrets
 

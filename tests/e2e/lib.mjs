@@ -4,10 +4,11 @@ import { readFileSync } from 'node:fs';
 import { createHmac, randomUUID } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { request as httpRequest } from 'node:http';
 import pg from 'pg';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
-const home = process.env.FLUX_HOME ?? join(root, '.flux');
+export const home = process.env.FLUX_HOME ?? join(root, '.flux');
 
 export const env = Object.fromEntries(
   readFileSync(join(home, 'stack.env'), 'utf8')
@@ -41,6 +42,48 @@ export async function api(path, { method = 'GET', key = anonKey, bearer = true, 
     // not JSON: keep the text
   }
   return { status: res.status, headers: res.headers, body: parsed };
+}
+
+/**
+ * One HTTP request to PostgREST itself, bypassing the router (as a client on the machine
+ * could): `{ status, headers, body }`.
+ */
+export async function postgrest(path, { headers = {} } = {}) {
+  const port = Number(new URL(env.FLUX_URL).port) + 3;
+  const res = await fetch(`http://127.0.0.1:${port}${path}`, { headers });
+  const text = await res.text();
+  return { status: res.status, headers: res.headers, body: text === '' ? null : JSON.parse(text) };
+}
+
+/**
+ * One HTTP request to the router from a chosen loopback address (`from`, e.g. 127.0.0.7), so
+ * that a test is its own client as far as per-address limits go. `body` is sent as given
+ * (string or Buffer). Resolves to `{ status, headers, body }` (body parsed if JSON).
+ */
+export function fromAddress(from, path, { method = 'GET', headers = {}, body } = {}) {
+  const url = new URL(env.FLUX_URL);
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(
+      { host: url.hostname, port: url.port, path, method, headers, localAddress: from, agent: false },
+      (res) => {
+        const chunks = [];
+        res.on('data', (c) => chunks.push(c));
+        res.on('end', () => {
+          const text = Buffer.concat(chunks).toString();
+          let parsed = text;
+          try {
+            parsed = text === '' ? null : JSON.parse(text);
+          } catch {
+            // not JSON
+          }
+          resolve({ status: res.statusCode, headers: res.headers, body: parsed });
+        });
+      },
+    );
+    req.on('error', reject);
+    if (body !== undefined) req.write(body);
+    req.end();
+  });
 }
 
 /** The same request as the service role (full rights). */

@@ -2,7 +2,7 @@
 // running stack (a configuration reload) and restores them at the end.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { api, sql, closeSql, mintToken, uniqueName, assertError, anonKey } from '../e2e/lib.mjs';
+import { api, fromAddress, sql, closeSql, mintToken, signJwt, uniqueName, assertError, anonKey } from '../e2e/lib.mjs';
 
 const TIER_SETTINGS = ['anon', 'authenticated', 'service_role'].flatMap((t) => [`flux.rate_limit_${t}_per_minute`, `flux.rate_limit_${t}_burst`]);
 let saved;
@@ -100,13 +100,23 @@ test('tokens come back at the tier rate', async () => {
   assert.equal((await asUser(auth)).status, 429);
 });
 
-test('requests without a valid key are throttled too, as anonymous ones', async () => {
+test('a refused request takes nothing from a bucket: invalid keys neither spend nor refresh one', async () => {
   await setTiers({ 'flux.rate_limit_anon_per_minute': 6, 'flux.rate_limit_anon_burst': 3 });
-  // No key, or a forged one (without a Bearer token, which PostgREST itself would refuse).
-  const results = [];
-  for (let i = 0; i < 8; i++) results.push((await api('/market_data?limit=1', { key: i % 2 ? 'forged' : null, bearer: false })).status);
-  // The loopback address's anon bucket holds 3 tokens: then 429s, whatever the key.
-  assert.deepEqual(results, [401, 401, 401, 429, 429, 429, 429, 429]);
+  // A client address of its own (the router sets X-Forwarded-For from the socket).
+  const from = `127.${1 + Math.floor(Math.random() * 250)}.${Math.floor(Math.random() * 250)}.${2 + Math.floor(Math.random() * 250)}`;
+  const get = (headers) => fromAddress(from, '/rest/v1/market_data?limit=1', { headers });
+  for (let i = 0; i < 8; i++) {
+    const forged = await get({ apikey: i % 2 ? 'forged' : signJwt({ role: 'anon' }, 'another-project-secret-of-32-characters!') });
+    assert.equal(forged.status, 401);
+    // The headers show the address's bucket, untouched.
+    assert.equal(forged.headers['x-ratelimit-remaining'], '3');
+  }
+  assert.equal((await get({})).status, 401, 'no key: refused by the router');
+  const statuses = [];
+  for (let i = 0; i < 4; i++) statuses.push((await get({ apikey: anonKey })).status);
+  assert.deepEqual(statuses, [200, 200, 200, 429]);
+  // Once it is empty, refused requests do not keep it from refilling either.
+  assert.equal((await get({ apikey: 'forged' })).status, 401);
 });
 
 test('anonymous clients are limited by the address the router saw, not by a header they send', async () => {
