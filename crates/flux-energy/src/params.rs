@@ -142,6 +142,34 @@ impl Params {
         Ok(params)
     }
 
+    /// [`Params::with_metadata`] of metadata as JSON text (how PostgreSQL hands over `jsonb`).
+    /// JSON this crate cannot read is an error naming why: nesting deeper than 128 levels, or
+    /// a number beyond the range of `f64` (`1e400`), anywhere in the document.
+    pub fn with_metadata_text(&self, metadata: Option<&str>) -> Result<Params, ParamError> {
+        let Some(text) = metadata else {
+            return Ok(*self);
+        };
+        let value: Value = serde_json::from_str(text).map_err(|e| {
+            let why = e.to_string();
+            let (requirement, got) = if why.starts_with("recursion limit exceeded") {
+                ("JSON nested at most 128 levels deep", "deeper nesting")
+            } else if why.starts_with("number out of range") {
+                (
+                    "JSON whose numbers lie within ±1.7e308",
+                    "a number beyond that (e.g. 1e400)",
+                )
+            } else {
+                ("JSON", "text that does not parse")
+            };
+            ParamError {
+                key: "metadata".to_owned(),
+                requirement,
+                got: got.to_owned(),
+            }
+        })?;
+        self.with_metadata(Some(&value))
+    }
+
     /// Checks every parameter (the defaults come from configuration, so they can be wrong too).
     pub fn validate(&self) -> Result<(), ParamError> {
         let checks = [
@@ -321,6 +349,37 @@ mod tests {
             .with_metadata(Some(&json!(3)))
             .unwrap_err();
         assert_eq!(err.key(), "metadata");
+    }
+
+    #[test]
+    fn metadata_text_that_cannot_be_read_is_a_clear_error() {
+        let read = |text: &str| {
+            Params::default()
+                .with_metadata_text(Some(text))
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(
+            read(r#"{"max_power_kw": 250}"#).unwrap().max_power_kw,
+            Some(250.0)
+        );
+        assert_eq!(
+            Params::default().with_metadata_text(None),
+            Ok(Params::default())
+        );
+        let deep = format!("{{\"a\": {}1{}}}", "[".repeat(1000), "]".repeat(1000));
+        assert_eq!(
+            read(&deep),
+            Err("metadata must be JSON nested at most 128 levels deep, got deeper nesting".into())
+        );
+        assert_eq!(
+            read(r#"{"site": "x", "note": 1e400}"#),
+            Err("metadata must be JSON whose numbers lie within ±1.7e308, got a number beyond that (e.g. 1e400)".into())
+        );
+        assert_eq!(
+            read(r#"{"max_power_kw": 1e308}"#).unwrap().max_power_kw,
+            Some(1e308)
+        );
+        assert!(read("{").is_err());
     }
 
     #[test]
