@@ -14,11 +14,12 @@ usage: ./flux <command>
   env       print .flux/stack.env (the connection details)
   test      run every test: unit, pgrx, end-to-end against a throw-away stack, upgrade
   bench     run the benchmarks in bench/ against the stack (see README)
+  systemd   write systemd units that supervise the stack in a long-running installation
 USAGE
 }
 
 case "${1:-}" in
-    up | down | status | test) cmd=$1; shift; exec "$root/stack/$cmd.sh" "$@" ;;
+    up | down | status | test | systemd) cmd=$1; shift; exec "$root/stack/$cmd.sh" "$@" ;;
     env) exec cat "${FLUX_HOME:-$root/.flux}/stack.env" ;;
     bench) shift; exec "$root/bench/run.sh" "$@" ;;
     -h | --help | help) usage ;;

@@ -18,6 +18,8 @@ source "$FLUX_ROOT/stack/deps.sh"
 
 TEST_HOME=$FLUX_ROOT/.flux-test
 TEST_PORT=55321
+# How the test stack is brought up; the failure tests bring it up again the same way.
+TEST_STACK=("FLUX_HOME=$TEST_HOME" "FLUX_PORT=$TEST_PORT" FLUX_SHARED_BUFFERS=256MB)
 
 step() { say "── $1"; }
 
@@ -113,8 +115,10 @@ main() {
     stop_test_stack
     rm -rf "$TEST_HOME"
     trap stop_test_stack EXIT
-    FLUX_HOME=$TEST_HOME FLUX_PORT=$TEST_PORT FLUX_QUIET=1 FLUX_SHARED_BUFFERS=256MB "$FLUX_ROOT/stack/up.sh"
+    env "${TEST_STACK[@]}" FLUX_QUIET=1 "$FLUX_ROOT/stack/up.sh"
     check_sql_surface
+    # The systemd units of the stack render, and systemd-analyze (where present) accepts them.
+    env "${TEST_STACK[@]}" "$FLUX_ROOT/stack/systemd.sh" >/dev/null
 
     # The end-to-end tests all come from one address and run in parallel: lift the rate limits
     # for them. tests/serial/rate-limits tests the limits (and the documented defaults).
@@ -135,7 +139,7 @@ main() {
     FLUX_HOME=$TEST_HOME FLUX_NODE22=$NODE22_BIN node --test --test-reporter=spec tests/e2e/
 
     step "end-to-end tests that change the stack (one at a time)"
-    FLUX_HOME=$TEST_HOME FLUX_NODE22=$NODE22_BIN node --test --test-concurrency=1 --test-reporter=spec tests/serial/
+    env "${TEST_STACK[@]}" FLUX_NODE22="$NODE22_BIN" node --test --test-concurrency=1 --test-reporter=spec tests/serial/
 
     step "upgrade test"
     FLUX_HOME=$TEST_HOME FLUX_PORT=$TEST_PORT "$FLUX_ROOT/tests/upgrade.sh"

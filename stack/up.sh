@@ -226,7 +226,7 @@ start_flux_daemon() {
         source "$FLUX_HOME/conf/$name.env"
         set +a
         # Every client connection is a descriptor (two, for the router).
-        ulimit -n 65536 2>/dev/null || true
+        ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
         start_daemon "$name" "$binary_changed$env_changed" "$FLUX_HOME/bin/flux-$name"
     )
 }

@@ -6,6 +6,8 @@ import assert from 'node:assert/strict';
 import { request as httpRequest } from 'node:http';
 import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { once } from 'node:events';
+import WebSocket from 'ws';
 import {
   api, service, sql, closeSql, env, home, registerDevice, uuid, assertError, anonKey, serviceKey, signJwt, mintToken, uniqueName,
 } from './lib.mjs';
@@ -180,4 +182,28 @@ test('the site check of authenticated inserts reads the claims once per statemen
   const rows = [mine, theirs].map((d) => ({ device_id: d.id, time: '2024-05-01T00:00:00Z', soe: 1 }));
   const res = await api('/mg_bess_readings', { method: 'POST', headers: { Authorization: `Bearer ${token}` }, body: rows });
   assertError(assert, res, 403, '42501');
+});
+
+test('refused realtime joins write short, throttled log lines', async () => {
+  const log = join(home, 'log', 'realtime.log');
+  const before = statSync(log).size;
+  const ws = new WebSocket(`${env.FLUX_REALTIME_URL}/websocket?apikey=${anonKey}&vsn=1.0.0`);
+  await once(ws, 'open');
+  const replies = [];
+  ws.on('message', (m) => replies.push(JSON.parse(m)));
+  const topic = `realtime:${'x'.repeat(400_000)}`;
+  const filter = `device_id=zz.${'y'.repeat(400_000)}`;
+  for (let i = 0; i < 10; i++) {
+    ws.send(JSON.stringify({
+      topic, event: 'phx_join', ref: String(i), join_ref: String(i),
+      payload: { config: { postgres_changes: [{ event: 'INSERT', schema: 'flux', table: 'mg_bess_readings', filter }] } },
+    }));
+  }
+  const deadline = Date.now() + 10_000;
+  while (replies.filter((r) => r.event === 'phx_reply').length < 10 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  ws.close();
+  const refused = replies.filter((r) => r.event === 'phx_reply' && r.payload.status === 'error');
+  assert.equal(refused.length, 10);
+  // 0.1.0 wrote the whole topic and filter each time: 8 MB for these ten.
+  assert.ok(statSync(log).size - before < 16 << 10, `the realtime log grew by ${statSync(log).size - before} bytes`);
 });

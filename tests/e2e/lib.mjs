@@ -24,7 +24,7 @@ export const serviceKey = env.FLUX_SERVICE_ROLE_KEY;
  * One HTTP request to the REST API. `key` goes into `apikey` and (unless `bearer` is false)
  * `Authorization: Bearer`. Returns { status, headers, body } with body parsed as JSON if any.
  */
-export async function api(path, { method = 'GET', key = anonKey, bearer = true, body, headers = {} } = {}) {
+export async function api(path, { method = 'GET', key = anonKey, bearer = true, body, headers = {}, signal } = {}) {
   const h = { ...headers };
   if (key !== null) h.apikey ??= key;
   if (key !== null && bearer) h.Authorization ??= `Bearer ${key}`;
@@ -33,6 +33,7 @@ export async function api(path, { method = 'GET', key = anonKey, bearer = true, 
     method,
     headers: h,
     body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
+    signal,
   });
   const text = await res.text();
   let parsed = text;

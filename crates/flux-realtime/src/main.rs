@@ -6,12 +6,9 @@
 //! JWT claims may see the row. Configuration comes from the environment (see [`state::Config`]):
 //! `FLUX_REALTIME_LISTEN`, `FLUX_DB_URL` (a superuser), `FLUX_JWT_SECRET`.
 
-/// One line on stderr per notable event, prefixed with the UTC time.
-macro_rules! log {
-    ($($arg:tt)*) => {
-        eprintln!("{} {}", $crate::time::format_millis_utc($crate::time::now_micros()), format_args!($($arg)*))
-    };
-}
+// log! and log_throttled!: one line per event; what clients cause is capped and throttled.
+#[macro_use]
+extern crate flux_log;
 
 mod auth;
 mod catalog;

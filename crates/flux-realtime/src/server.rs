@@ -129,7 +129,12 @@ fn upgrade(
     let auth = match key {
         Ok(a) => a,
         Err(e) => {
-            log!("refused a connection from {peer}: {e}");
+            log_throttled!(
+                state.client_log,
+                "refused connection",
+                "refused a connection from {peer}: {}",
+                flux_log::cap(&e, 200)
+            );
             return error(StatusCode::UNAUTHORIZED, e);
         }
     };

@@ -54,7 +54,9 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     state.hub.connections.fetch_add(1, Ordering::Relaxed);
-    log!(
+    log_throttled!(
+        state.client_log,
+        "connect",
         "conn {} ({}): connected, vsn {:?}, role {}",
         conn.id,
         conn.peer,
@@ -71,6 +73,8 @@ pub async fn run(
     };
     let mut ticker = tokio::time::interval(TICK);
     let mut last_seen = Instant::now();
+    // A finished JoinHandle must not be polled again (tokio panics).
+    let mut writer_finished = false;
     let why = loop {
         tokio::select! {
             msg = stream.next() => match msg {
@@ -99,21 +103,31 @@ pub async fn run(
                 conn.close(1001, "server shutting down");
                 break "server shutting down";
             }
-            _ = &mut writer => break "write failed",
+            _ = &mut writer => {
+                writer_finished = true;
+                break "write failed";
+            }
         }
     };
     state.hub.remove_connection(conn.id);
     state.hub.connections.fetch_sub(1, Ordering::Relaxed);
     // Let the writer flush what is queued (and the close frame), unless the client is the
     // reason it cannot.
-    if conn.is_kicked()
-        || tokio::time::timeout(Duration::from_secs(2), &mut writer)
-            .await
-            .is_err()
+    if !writer_finished
+        && (conn.is_kicked()
+            || tokio::time::timeout(Duration::from_secs(2), &mut writer)
+                .await
+                .is_err())
     {
         writer.abort();
     }
-    log!("conn {} ({}): {why}", conn.id, conn.peer);
+    log_throttled!(
+        state.client_log,
+        "disconnect",
+        "conn {} ({}): {why}",
+        conn.id,
+        conn.peer
+    );
 }
 
 async fn write(
@@ -185,7 +199,13 @@ impl Session {
         let msg = match protocol::decode(self.conn.vsn, text) {
             Ok(m) => m,
             Err(e) => {
-                log!("conn {}: ignoring a malformed message: {e}", self.conn.id);
+                log_throttled!(
+                    self.state.client_log,
+                    "malformed",
+                    "conn {}: ignoring a malformed message: {}",
+                    self.conn.id,
+                    flux_log::cap(&e.to_string(), 200)
+                );
                 return;
             }
         };
@@ -218,12 +238,22 @@ impl Session {
             return self.reply(msg, false, &protocol::reason(&reason));
         }
         match self.subscribe(msg, channel).await {
-            Ok(summary) => log!("conn {}: joined {} ({summary})", self.conn.id, msg.topic),
+            Ok(summary) => log_throttled!(
+                self.state.client_log,
+                "join",
+                "conn {}: joined {} ({})",
+                self.conn.id,
+                flux_log::cap(&msg.topic, 120),
+                flux_log::cap(&summary, 200)
+            ),
             Err(JoinError(reason)) => {
-                log!(
-                    "conn {}: refused join of {}: {reason}",
+                log_throttled!(
+                    self.state.client_log,
+                    "refused join",
+                    "conn {}: refused join of {}: {}",
                     self.conn.id,
-                    msg.topic
+                    flux_log::cap(&msg.topic, 120),
+                    flux_log::cap(&reason, 200)
                 );
                 self.reply(msg, false, &protocol::reason(&reason));
             }
@@ -308,10 +338,13 @@ impl Session {
             });
         match verified {
             Err(e) => {
-                log!(
-                    "conn {}: invalid access token on {}: {e}",
+                log_throttled!(
+                    self.state.client_log,
+                    "access token",
+                    "conn {}: invalid access token on {}: {}",
                     self.conn.id,
-                    msg.topic
+                    flux_log::cap(&msg.topic, 120),
+                    flux_log::cap(&e, 200)
                 );
                 self.close_channel(
                     &msg.topic,
@@ -372,7 +405,13 @@ impl Session {
             .map(|(t, j)| (t.clone(), now - j.auth.exp))
             .collect();
         for (topic, ago) in expired {
-            log!("conn {}: token of {topic} expired", self.conn.id);
+            log_throttled!(
+                self.state.client_log,
+                "token expired",
+                "conn {}: token of {} expired",
+                self.conn.id,
+                flux_log::cap(&topic, 120)
+            );
             self.close_channel(
                 &topic,
                 Some(&format!("Token has expired {ago} seconds ago")),

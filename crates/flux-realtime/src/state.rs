@@ -90,6 +90,8 @@ pub struct State {
     pub last_change: AtomicI64,
     next_binding: AtomicU32,
     next_conn: AtomicU64,
+    /// Lines about what clients do (joins, refusals, malformed messages) are throttled.
+    pub client_log: flux_log::Throttle,
 }
 
 impl State {
@@ -100,6 +102,7 @@ impl State {
             hub: Hub::default(),
             catalog: RwLock::default(),
             join_refresh: tokio::sync::Mutex::new(None),
+            client_log: flux_log::Throttle::default(),
             catalog_generation: AtomicU64::new(0),
             access: Mutex::default(),
             feed_up: AtomicBool::new(false),
