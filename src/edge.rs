@@ -16,9 +16,10 @@ use std::ffi::{CStr, CString};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Buckets for this many identities × tiers at once (32 bytes each, 2 MiB); those whose
-/// bucket has refilled make room for newcomers.
-const BUCKETS_CAPACITY: usize = 65_536;
+/// Buckets for this many identities × tiers at once (32 bytes each, 512 KiB); those whose
+/// bucket has refilled make room for newcomers. (pgrx builds the initial value on the stack of
+/// the postmaster: a much larger table overflows it in debug builds.)
+const BUCKETS_CAPACITY: usize = 16_384;
 
 #[derive(Clone, Copy, Default)]
 pub struct SharedBuckets {
