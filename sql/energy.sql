@@ -6,6 +6,8 @@ COMMENT ON FUNCTION flux.get_meter_readings_5m(timestamptz, timestamptz, uuid[])
 COMMENT ON FUNCTION flux.get_meter_readings_30m(timestamptz, timestamptz, uuid[]) IS
     'As get_meter_readings_5m, per 30-minute settlement period, with the GB settlement date and period number.';
 COMMENT ON FUNCTION flux.meter_energy_buckets(timestamptz, timestamptz, interval, uuid[]) IS
-    'Energy per bucket of any fixed width (1 second to 31 days), with reading counts, per-register coverage (fraction of the bucket inside the data) and quality flags: interpolated, reset, rollover, jitter, meter_change, spike_dropped.';
+    'Energy per bucket of any fixed width (1 second to 31 days), with reading counts, per-register coverage (fraction of the bucket inside the data), quality flags (interpolated, reset, rollover, jitter, meter_change, spike_dropped, implausible, ambiguous) and the energy set aside in the bucket (kWh).';
+COMMENT ON FUNCTION flux.meter_energy_set_aside(timestamptz, timestamptz, uuid[]) IS
+    'Per device, register and reason (spike, re-base, implausible, ambiguous), the energy set aside over [start_time, end_time) in kWh, beside the energy booked: a misconfigured meter shows here.';
 COMMENT ON FUNCTION flux.settlement_period(timestamptz) IS
     'GB settlement date, period number and number of periods of that date (46 or 50 on clock-change days) of an instant.';

@@ -5,9 +5,11 @@
 -- (type, time). The `id` columns are generated UUIDs for clients that want a handle on a row;
 -- they are not unique keys for the same reason.
 --
--- Floating-point columns refuse NaN and ±Infinity: JSON cannot carry them, but PostgreSQL would
--- accept the strings "NaN" and "Infinity", and one such value would poison every aggregate.
--- (`x < 'Infinity'` is false for NaN as well, because PostgreSQL sorts NaN above Infinity.)
+-- Floating-point columns refuse NaN, ±Infinity and absurd magnitudes: JSON cannot carry the
+-- first two, but PostgreSQL would accept the strings "NaN" and "Infinity", and one such value
+-- would poison every aggregate. Bounds far above any real device keep sums finite: registers
+-- lie in 0..1e12 kWh, power, voltage and current within ±1e9, market values within ±1e12.
+-- (A range check is false for NaN as well, because PostgreSQL sorts NaN above every number.)
 -- Times likewise lie in years 1 to 9999: `infinity` or year 200000 is a typo, not telemetry.
 --
 -- Indexes: the primary keys serve per-device time ranges; the `time` indexes serve time ranges
@@ -56,7 +58,7 @@ CREATE TABLE flux.mg_bess_readings (
     CONSTRAINT time_between_years_1_and_9999
         CHECK (time >= '0001-01-01 00:00+00' AND time < '10000-01-01 00:00+00'),
     CONSTRAINT soe_between_0_and_100 CHECK (soe >= 0 AND soe <= 100),
-    CONSTRAINT target_power_finite CHECK (target_power > '-Infinity' AND target_power < 'Infinity'),
+    CONSTRAINT target_power_in_range CHECK (target_power BETWEEN -1e9 AND 1e9),
     CONSTRAINT available_inverter_blocks_not_negative CHECK (available_inverter_blocks >= 0)
 );
 CREATE INDEX mg_bess_readings_time_idx ON flux.mg_bess_readings (time);
@@ -80,17 +82,12 @@ CREATE TABLE flux.mg_meter_readings (
         REFERENCES flux.mg_device_registry (id) ON UPDATE CASCADE ON DELETE RESTRICT,
     CONSTRAINT time_between_years_1_and_9999
         CHECK (time >= '0001-01-01 00:00+00' AND time < '10000-01-01 00:00+00'),
-    CONSTRAINT power_total_active_finite
-        CHECK (power_total_active > '-Infinity' AND power_total_active < 'Infinity'),
+    CONSTRAINT power_total_active_in_range CHECK (power_total_active BETWEEN -1e9 AND 1e9),
     -- Cumulative registers count up from zero.
-    CONSTRAINT energy_imported_active_not_negative
-        CHECK (energy_imported_active >= 0 AND energy_imported_active < 'Infinity'),
-    CONSTRAINT energy_exported_active_not_negative
-        CHECK (energy_exported_active >= 0 AND energy_exported_active < 'Infinity'),
-    CONSTRAINT voltage_line_average_finite
-        CHECK (voltage_line_average > '-Infinity' AND voltage_line_average < 'Infinity'),
-    CONSTRAINT current_phase_average_finite
-        CHECK (current_phase_average > '-Infinity' AND current_phase_average < 'Infinity')
+    CONSTRAINT energy_imported_active_in_range CHECK (energy_imported_active BETWEEN 0 AND 1e12),
+    CONSTRAINT energy_exported_active_in_range CHECK (energy_exported_active BETWEEN 0 AND 1e12),
+    CONSTRAINT voltage_line_average_in_range CHECK (voltage_line_average BETWEEN -1e9 AND 1e9),
+    CONSTRAINT current_phase_average_in_range CHECK (current_phase_average BETWEEN -1e9 AND 1e9)
 );
 CREATE INDEX mg_meter_readings_time_idx ON flux.mg_meter_readings (time);
 
@@ -112,7 +109,7 @@ CREATE TABLE flux.market_data (
     CONSTRAINT time_between_years_1_and_9999
         CHECK (time >= '0001-01-01 00:00+00' AND time < '10000-01-01 00:00+00'),
     CONSTRAINT market_data_type_known CHECK (type BETWEEN 1 AND 4),
-    CONSTRAINT market_data_value_finite CHECK (value > '-Infinity' AND value < 'Infinity'),
+    CONSTRAINT market_data_value_in_range CHECK (value BETWEEN -1e12 AND 1e12),
     CONSTRAINT market_data_metadata_is_object CHECK (jsonb_typeof(metadata) = 'object')
 );
 CREATE INDEX market_data_time_idx ON flux.market_data (time);

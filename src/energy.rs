@@ -1,16 +1,16 @@
 //! SQL front of `flux-energy`: the documented RPCs `get_meter_readings_5m` / `_30m`, the general
 //! `meter_energy_buckets`, and `settlement_period`.
 //!
-//! Per device, the readings are read in time order — the last `CONTEXT_BEFORE` before the range,
-//! then the range and the first `CONTEXT_AFTER` after it, through one cursor — and streamed into
-//! a `DeviceAggregator`. Everything runs as the caller: row-level security decides which devices
-//! and readings exist for them.
+//! Per device, the readings are streamed in time order into a `DeviceAggregator`: the context
+//! before the range (every row since the last `CONTEXT_READINGS` readings of each register), the
+//! range, and the context after it. Everything runs as the caller: row-level security decides
+//! which devices and readings exist for them.
 
 use crate::error::raise;
 use crate::row_stream::{for_each_row, Arg};
 use flux_energy::{
-    settlement_period as settlement, BucketRow, DeviceAggregator, Grid, Params, Reading,
-    CONTEXT_AFTER, CONTEXT_BEFORE,
+    settlement_period as settlement, BucketRow, DeviceAggregator, Grid, Params, Reading, SetAside,
+    CONTEXT_READINGS,
 };
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
@@ -38,7 +38,12 @@ fn get_meter_readings_5m(
         name!(energy_exported_active_delta, Option<f64>),
     ),
 > {
-    let rows = device_buckets(start_time, end_time, 5 * MINUTE_US, device_ids);
+    let rows = device_buckets(
+        start_time,
+        end_time,
+        Buckets::Every(5 * MINUTE_US),
+        device_ids,
+    );
     TableIterator::new(
         rows.into_iter()
             .flat_map(|(device, buckets)| buckets.into_iter().map(move |b| energy_row(device, &b))),
@@ -65,7 +70,12 @@ fn get_meter_readings_30m(
         name!(settlement_period, i32),
     ),
 > {
-    let rows = device_buckets(start_time, end_time, 30 * MINUTE_US, device_ids);
+    let rows = device_buckets(
+        start_time,
+        end_time,
+        Buckets::Every(30 * MINUTE_US),
+        device_ids,
+    );
     TableIterator::new(rows.into_iter().flat_map(|(device, buckets)| {
         buckets.into_iter().map(move |b| {
             let (time_b, device_id, power, imported, exported) = energy_row(device, &b);
@@ -84,8 +94,57 @@ fn get_meter_readings_30m(
 }
 
 /// Energy per bucket of any width, with what each figure is made of: reading count, the
-/// fraction of the bucket each register's data covers, and quality flags per register.
-#[pg_extern(stable, parallel_safe)]
+/// fraction of the bucket each register's data covers, quality flags and set-aside energy per
+/// register. (A new symbol: 0.1.0's `meter_energy_buckets_wrapper` returns 0.1.0's columns.)
+#[pg_extern(stable, parallel_safe, name = "meter_energy_buckets")]
+#[allow(clippy::type_complexity)]
+fn meter_energy_buckets_set_aside(
+    start_time: Option<TimestampWithTimeZone>,
+    end_time: Option<TimestampWithTimeZone>,
+    bucket_width: Option<Interval>,
+    device_ids: default!(Option<Vec<Option<Uuid>>>, "NULL"),
+) -> TableIterator<
+    'static,
+    (
+        name!(time_b, TimestampWithTimeZone),
+        name!(device_id, Uuid),
+        name!(power_total_active_avg, Option<f64>),
+        name!(reading_count, i32),
+        name!(energy_imported_active_delta, Option<f64>),
+        name!(energy_exported_active_delta, Option<f64>),
+        name!(energy_imported_active_coverage, f64),
+        name!(energy_exported_active_coverage, f64),
+        name!(energy_imported_active_quality, Vec<&'static str>),
+        name!(energy_exported_active_quality, Vec<&'static str>),
+        name!(energy_imported_active_set_aside, f64),
+        name!(energy_exported_active_set_aside, f64),
+    ),
+> {
+    let width = bucket_width_us(bucket_width);
+    let rows = device_buckets(start_time, end_time, Buckets::Every(width), device_ids);
+    TableIterator::new(rows.into_iter().flat_map(|(device, buckets)| {
+        buckets.into_iter().map(move |b| {
+            (
+                timestamptz(b.start),
+                device,
+                b.power_avg,
+                b.reading_count as i32,
+                b.imported.delta,
+                b.exported.delta,
+                b.imported.coverage,
+                b.exported.coverage,
+                b.imported.quality.names().collect(),
+                b.exported.quality.names().collect(),
+                b.imported.set_aside_total(),
+                b.exported.set_aside_total(),
+            )
+        })
+    }))
+}
+
+/// 0.1.0's `meter_energy_buckets` (its columns), for a 0.1.0 schema until `ALTER EXTENSION
+/// flux UPDATE`.
+#[pg_extern(stable, parallel_safe, sql = false)]
 #[allow(clippy::type_complexity)]
 fn meter_energy_buckets(
     start_time: Option<TimestampWithTimeZone>,
@@ -107,24 +166,51 @@ fn meter_energy_buckets(
         name!(energy_exported_active_quality, Vec<&'static str>),
     ),
 > {
-    let width = bucket_width_us(bucket_width);
-    let rows = device_buckets(start_time, end_time, width, device_ids);
-    TableIterator::new(rows.into_iter().flat_map(|(device, buckets)| {
-        buckets.into_iter().map(move |b| {
+    TableIterator::new(
+        meter_energy_buckets_set_aside(start_time, end_time, bucket_width, device_ids)
+            .map(|(t, d, p, n, i, e, ic, ec, iq, eq, _, _)| (t, d, p, n, i, e, ic, ec, iq, eq)),
+    )
+}
+
+/// Per device, register and reason, the energy the reconstruction set aside over a range (kWh),
+/// beside the energy it booked: where a meter is misconfigured (a mis-scaled `max_power_kw`, a
+/// wrong `energy_register_max_kwh`), this is where it shows.
+#[pg_extern(stable, parallel_safe)]
+#[allow(clippy::type_complexity)]
+fn meter_energy_set_aside(
+    start_time: Option<TimestampWithTimeZone>,
+    end_time: Option<TimestampWithTimeZone>,
+    device_ids: default!(Option<Vec<Option<Uuid>>>, "NULL"),
+) -> TableIterator<
+    'static,
+    (
+        name!(device_id, Uuid),
+        name!(register, &'static str),
+        name!(reason, &'static str),
+        name!(set_aside_kwh, f64),
+        name!(booked_kwh, f64),
+    ),
+> {
+    let rows = device_buckets(start_time, end_time, Buckets::Whole, device_ids);
+    let mut summary = Vec::new();
+    for (device, buckets) in rows {
+        for (register, pick) in [
             (
-                timestamptz(b.start),
-                device,
-                b.power_avg,
-                b.reading_count as i32,
-                b.imported.delta,
-                b.exported.delta,
-                b.imported.coverage,
-                b.exported.coverage,
-                b.imported.quality.names().collect(),
-                b.exported.quality.names().collect(),
-            )
-        })
-    }))
+                "energy_imported_active",
+                (|b: &BucketRow| b.imported) as fn(&BucketRow) -> _,
+            ),
+            ("energy_exported_active", |b: &BucketRow| b.exported),
+        ] {
+            let booked: f64 = buckets.iter().filter_map(|b| pick(b).delta).sum();
+            for (k, reason) in SetAside::ALL.iter().enumerate() {
+                let set_aside: f64 = buckets.iter().map(|b| pick(b).set_aside[k]).sum();
+                if set_aside > 0.0 {
+                    summary.push((device, register, reason.name(), set_aside, booked));
+                }
+            }
+        }
+    }
+    TableIterator::new(summary)
 }
 
 /// GB settlement date and period of an instant, and how many periods that date has.
@@ -163,16 +249,26 @@ fn energy_row(
     )
 }
 
+/// The buckets of a query: every so many µs (aligned to the epoch), or the range as a whole.
+enum Buckets {
+    Every(i64),
+    Whole,
+}
+
 /// Validates the arguments, then aggregates every requested (or visible) device.
 fn device_buckets(
     start_time: Option<TimestampWithTimeZone>,
     end_time: Option<TimestampWithTimeZone>,
-    width_us: i64,
+    buckets: Buckets,
     device_ids: Option<Vec<Option<Uuid>>>,
 ) -> Vec<(Uuid, Vec<BucketRow>)> {
     let start = micros_since_unix_epoch(required(start_time, "start_time"), "start_time");
     let end = micros_since_unix_epoch(required(end_time, "end_time"), "end_time");
-    let grid = Grid::covering(start, end, width_us).unwrap_or_else(|e| {
+    let grid = match buckets {
+        Buckets::Every(width) => Grid::covering(start, end, width),
+        Buckets::Whole => Grid::exactly(start, end),
+    }
+    .unwrap_or_else(|e| {
         raise(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             e.to_string(),
@@ -321,9 +417,7 @@ fn aggregate_devices(
     if states.is_empty() {
         return Vec::new();
     }
-    for state in &mut states {
-        push_context_before(spi, state, grid);
-    }
+    push_context(spi, &mut states, grid, Side::Before);
 
     // Devices come sorted by id, and uuid byte order is the order of the big-endian u128.
     let keys: Vec<u128> = states.iter().map(|s| device_key(&s.id)).collect();
@@ -354,40 +448,78 @@ fn aggregate_devices(
         true
     });
 
+    for state in states.iter_mut().filter(|s| !s.in_order) {
+        state.aggregator = DeviceAggregator::new(grid, state.params);
+        state.last = None;
+        push_context(spi, std::slice::from_mut(state), grid, Side::Before);
+        push_range_in_order(spi, state, grid);
+    }
+    push_context(spi, &mut states, grid, Side::After);
     states
         .into_iter()
-        .map(|mut state| {
-            if !state.in_order {
-                state.aggregator = DeviceAggregator::new(grid, state.params);
-                state.last = None;
-                push_context_before(spi, &mut state, grid);
-                push_range_in_order(spi, &mut state, grid);
-            }
-            push_context_after(spi, &mut state, grid);
-            (state.id, state.aggregator.finish())
-        })
+        .map(|state| (state.id, state.aggregator.finish()))
         .collect()
 }
 
-/// Pushes the last `CONTEXT_BEFORE` readings before the grid, oldest first.
-fn push_context_before(spi: &SpiClient<'_>, state: &mut DeviceState, grid: Grid) {
-    let mut before = Vec::with_capacity(CONTEXT_BEFORE);
+#[derive(Clone, Copy, PartialEq)]
+enum Side {
+    Before,
+    After,
+}
+
+/// Pushes the context on one side of the grid, for every device of `states` (sorted by id), in
+/// one query: every row between the grid and the farthest of the last (or first)
+/// `CONTEXT_READINGS` readings of each register, and at least the nearest row (it decides
+/// whether the device's data covers the grid's edge). Each register's decisions then see the
+/// same readings as in any longer computation (R8), however sparsely it is read.
+fn push_context(spi: &SpiClient<'_>, states: &mut [DeviceState], grid: Grid, side: Side) {
+    let (edge, bound, range, order) = match side {
+        Side::Before => ("least", "min", "time < $2", "DESC"),
+        Side::After => ("greatest", "max", "time >= $2", "ASC"),
+    };
+    let register = |column: &str| {
+        format!(
+            "(SELECT {bound}(time) FROM (SELECT time FROM flux.mg_meter_readings \
+             WHERE device_id = d.id AND {range} AND {column} IS NOT NULL \
+             ORDER BY time {order} LIMIT $3) k)"
+        )
+    };
+    let nearest = if side == Side::Before { "max" } else { "min" };
+    let span = match side {
+        Side::Before => "r.time >= c.edge AND r.time < $2",
+        Side::After => "r.time >= $2 AND r.time <= c.edge",
+    };
+    let query = format!(
+        "SELECT r.device_id, r.time, r.power_total_active, r.energy_imported_active, \
+                r.energy_exported_active \
+         FROM unnest($1::uuid[]) WITH ORDINALITY AS d(id, n) \
+         CROSS JOIN LATERAL (SELECT {edge}({imported}, {exported}, \
+             (SELECT {nearest}(time) FROM flux.mg_meter_readings WHERE device_id = d.id AND {range})) AS edge) c \
+         JOIN flux.mg_meter_readings r ON r.device_id = d.id AND {span} \
+         ORDER BY d.n, r.time",
+        imported = register("energy_imported_active"),
+        exported = register("energy_exported_active"),
+    );
+    let keys: Vec<u128> = states.iter().map(|s| device_key(&s.id)).collect();
+    let edge = match side {
+        Side::Before => grid.start(),
+        Side::After => grid.end(),
+    };
     for_each_reading(
         spi,
-        &format!(
-            "{READING_COLUMNS} WHERE device_id = $1 AND time < $2 ORDER BY time DESC LIMIT $3"
-        ),
+        &query,
         &[
-            Arg::new(state.id),
-            Arg::new(timestamptz(grid.start())),
-            Arg::new(CONTEXT_BEFORE as i64),
+            Arg::new(states.iter().map(|s| s.id).collect::<Vec<_>>()),
+            Arg::new(timestamptz(edge)),
+            Arg::new(CONTEXT_READINGS as i64),
         ],
-        |_, r| {
-            before.push(r);
+        |device, r| {
+            if let Ok(i) = keys.binary_search(&device) {
+                states[i].push(r);
+            }
             true
         },
     );
-    before.into_iter().rev().for_each(|r| state.push(r));
 }
 
 /// Pushes the readings inside the grid in time order (an index scan).
@@ -401,23 +533,6 @@ fn push_range_in_order(spi: &SpiClient<'_>, state: &mut DeviceState, grid: Grid)
             Arg::new(state.id),
             Arg::new(timestamptz(grid.start())),
             Arg::new(timestamptz(grid.end())),
-        ],
-        |_, r| {
-            state.push(r);
-            true
-        },
-    );
-}
-
-/// Pushes the first `CONTEXT_AFTER` readings at or after the end of the grid.
-fn push_context_after(spi: &SpiClient<'_>, state: &mut DeviceState, grid: Grid) {
-    for_each_reading(
-        spi,
-        &format!("{READING_COLUMNS} WHERE device_id = $1 AND time >= $2 ORDER BY time LIMIT $3"),
-        &[
-            Arg::new(state.id),
-            Arg::new(timestamptz(grid.end())),
-            Arg::new(CONTEXT_AFTER as i64),
         ],
         |_, r| {
             state.push(r);

@@ -41,7 +41,8 @@ extension_sql_file!(
     requires = [
         energy::get_meter_readings_5m,
         energy::get_meter_readings_30m,
-        energy::meter_energy_buckets,
+        energy::meter_energy_buckets_set_aside,
+        energy::meter_energy_set_aside,
         energy::settlement_period
     ]
 );

@@ -213,6 +213,58 @@ mod tests {
         assert_eq!(unaligned, narrow);
     }
 
+    /// F5: the context is counted per register. A meter that reports power every minute and
+    /// energy every 15 minutes gets the same buckets whatever the query range.
+    #[pg_test]
+    fn the_context_is_counted_per_register() {
+        let id = "00000000-0000-0000-0000-000000000009";
+        run(&format!(
+            "INSERT INTO flux.mg_device_registry (id, name, type, site) VALUES ('{id}', 'SPARSE', 'meter', 'WLCE')"
+        ));
+        run(&format!(
+            "INSERT INTO flux.mg_meter_readings (device_id, time, power_total_active, energy_imported_active) \
+             SELECT '{id}', {AT} + m * interval '1 minute', 20, \
+                    CASE WHEN m % 15 = 0 THEN 1000 + m / 3.0 + CASE WHEN m = 300 THEN -0.4 ELSE 0 END END \
+             FROM generate_series(0, 1439) m"
+        ));
+        let wide = deltas(&format!(
+            "SELECT * FROM flux.get_meter_readings_5m({AT}, {AT} + interval '1 day', ARRAY['{id}'::uuid]) \
+             WHERE time_b >= {AT} + interval '5 hours' AND time_b < {AT} + interval '6 hours'"
+        ));
+        let narrow = deltas(&format!(
+            "SELECT * FROM flux.get_meter_readings_5m({AT} + interval '5 hours', {AT} + interval '6 hours', ARRAY['{id}'::uuid])"
+        ));
+        assert_eq!(wide.len(), 12);
+        assert_eq!(wide, narrow);
+    }
+
+    /// R7: energy that is not booked is reported per bucket and summed per device and reason.
+    #[pg_test]
+    fn set_aside_energy_is_reported() {
+        // A max_power_kw of 1 W (a kW/W mix-up): every rise is beyond it.
+        let readings: Vec<(i64, f64)> = (0..=12).map(|i| (i * 5, 100.0 + 2.0 * i as f64)).collect();
+        let id = meter(1, r#"{"max_power_kw": 0.001}"#, &readings);
+        let per_bucket = one::<f64>(&format!(
+            "SELECT sum(energy_imported_active_set_aside) FROM \
+             flux.meter_energy_buckets({AT}, {AT} + interval '1 hour', interval '30 minutes', ARRAY['{id}'::uuid])"
+        ))
+        .unwrap();
+        assert!((per_bucket - 22.0).abs() < 1e-9, "{per_bucket}");
+        let summary = one::<String>(&format!(
+            "SELECT string_agg(register || ' ' || reason || ' ' || round(set_aside_kwh::numeric, 3) || ' ' || round(booked_kwh::numeric, 3), '; ') \
+             FROM flux.meter_energy_set_aside({AT}, {AT} + interval '1 hour', ARRAY['{id}'::uuid])"
+        ));
+        assert_eq!(
+            summary.as_deref(),
+            Some("energy_imported_active re-base 22.000 0.000")
+        );
+        let flags = one::<String>(&format!(
+            "SELECT string_agg(DISTINCT q, ',') FROM flux.meter_energy_buckets({AT}, {AT} + interval '1 hour', \
+             interval '30 minutes', ARRAY['{id}'::uuid]), unnest(energy_imported_active_quality) q"
+        ));
+        assert_eq!(flags.as_deref(), Some("meter_change"));
+    }
+
     /// Readings stored out of time order (a late back-fill) give the same result as in order.
     #[pg_test]
     fn physical_order_of_the_readings_does_not_matter() {

@@ -41,6 +41,15 @@ ORDER BY line;
 SQL
 }
 
+# Calls every read function of the extension on the stored data.
+calls_of() {
+    flux_psql_db "$1" -Atc "
+        SELECT count(*) FROM flux.get_meter_readings_5m('2024-01-01', '2024-01-02', NULL)
+        UNION ALL SELECT count(*) FROM flux.get_meter_readings_30m('2024-01-01', '2024-01-02', NULL)
+        UNION ALL SELECT count(*) FROM flux.meter_energy_buckets('2024-01-01', '2024-01-02', interval '1 hour', NULL)
+        UNION ALL SELECT count(*) FROM flux.settlement_period('2024-01-01T12:00Z')"
+}
+
 # Every stored row, in a stable order, as one checksum per table.
 data_of() {
     flux_psql_db "$1" -Atc "
@@ -84,9 +93,12 @@ INSERT INTO flux.market_data (time, type, value, metadata)
 VALUES ('2024-01-01T12:00:00Z', 1, -150.5, '{"confidence": 0.85, "settlement_period": 24}');
 SQL
     before=$(data_of "$db")
+    # The current library serves the old schema until the update: its functions still work.
+    calls_of "$db" >/dev/null || { say "FAIL $version: its functions fail on the current library"; failures=$((failures + 1)); }
     flux_psql_db "$db" -c "ALTER EXTENSION flux UPDATE"
     after=$(data_of "$db")
     got_version=$(flux_psql_db "$db" -Atc "SELECT extversion FROM pg_extension WHERE extname = 'flux'")
+    calls_of "$db" >/dev/null || { say "FAIL $version: the updated functions fail"; failures=$((failures + 1)); }
     if [[ $got_version != "$current" ]]; then
         say "FAIL $version: after UPDATE the version is $got_version, not $current"; failures=$((failures + 1))
     elif [[ $before != "$after" ]]; then

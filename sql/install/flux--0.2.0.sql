@@ -65,9 +65,11 @@ $timeouts$;
 -- (type, time). The `id` columns are generated UUIDs for clients that want a handle on a row;
 -- they are not unique keys for the same reason.
 --
--- Floating-point columns refuse NaN and ±Infinity: JSON cannot carry them, but PostgreSQL would
--- accept the strings "NaN" and "Infinity", and one such value would poison every aggregate.
--- (`x < 'Infinity'` is false for NaN as well, because PostgreSQL sorts NaN above Infinity.)
+-- Floating-point columns refuse NaN, ±Infinity and absurd magnitudes: JSON cannot carry the
+-- first two, but PostgreSQL would accept the strings "NaN" and "Infinity", and one such value
+-- would poison every aggregate. Bounds far above any real device keep sums finite: registers
+-- lie in 0..1e12 kWh, power, voltage and current within ±1e9, market values within ±1e12.
+-- (A range check is false for NaN as well, because PostgreSQL sorts NaN above every number.)
 -- Times likewise lie in years 1 to 9999: `infinity` or year 200000 is a typo, not telemetry.
 --
 -- Indexes: the primary keys serve per-device time ranges; the `time` indexes serve time ranges
@@ -116,7 +118,7 @@ CREATE TABLE flux.mg_bess_readings (
     CONSTRAINT time_between_years_1_and_9999
         CHECK (time >= '0001-01-01 00:00+00' AND time < '10000-01-01 00:00+00'),
     CONSTRAINT soe_between_0_and_100 CHECK (soe >= 0 AND soe <= 100),
-    CONSTRAINT target_power_finite CHECK (target_power > '-Infinity' AND target_power < 'Infinity'),
+    CONSTRAINT target_power_in_range CHECK (target_power BETWEEN -1e9 AND 1e9),
     CONSTRAINT available_inverter_blocks_not_negative CHECK (available_inverter_blocks >= 0)
 );
 CREATE INDEX mg_bess_readings_time_idx ON flux.mg_bess_readings (time);
@@ -140,17 +142,12 @@ CREATE TABLE flux.mg_meter_readings (
         REFERENCES flux.mg_device_registry (id) ON UPDATE CASCADE ON DELETE RESTRICT,
     CONSTRAINT time_between_years_1_and_9999
         CHECK (time >= '0001-01-01 00:00+00' AND time < '10000-01-01 00:00+00'),
-    CONSTRAINT power_total_active_finite
-        CHECK (power_total_active > '-Infinity' AND power_total_active < 'Infinity'),
+    CONSTRAINT power_total_active_in_range CHECK (power_total_active BETWEEN -1e9 AND 1e9),
     -- Cumulative registers count up from zero.
-    CONSTRAINT energy_imported_active_not_negative
-        CHECK (energy_imported_active >= 0 AND energy_imported_active < 'Infinity'),
-    CONSTRAINT energy_exported_active_not_negative
-        CHECK (energy_exported_active >= 0 AND energy_exported_active < 'Infinity'),
-    CONSTRAINT voltage_line_average_finite
-        CHECK (voltage_line_average > '-Infinity' AND voltage_line_average < 'Infinity'),
-    CONSTRAINT current_phase_average_finite
-        CHECK (current_phase_average > '-Infinity' AND current_phase_average < 'Infinity')
+    CONSTRAINT energy_imported_active_in_range CHECK (energy_imported_active BETWEEN 0 AND 1e12),
+    CONSTRAINT energy_exported_active_in_range CHECK (energy_exported_active BETWEEN 0 AND 1e12),
+    CONSTRAINT voltage_line_average_in_range CHECK (voltage_line_average BETWEEN -1e9 AND 1e9),
+    CONSTRAINT current_phase_average_in_range CHECK (current_phase_average BETWEEN -1e9 AND 1e9)
 );
 CREATE INDEX mg_meter_readings_time_idx ON flux.mg_meter_readings (time);
 
@@ -172,7 +169,7 @@ CREATE TABLE flux.market_data (
     CONSTRAINT time_between_years_1_and_9999
         CHECK (time >= '0001-01-01 00:00+00' AND time < '10000-01-01 00:00+00'),
     CONSTRAINT market_data_type_known CHECK (type BETWEEN 1 AND 4),
-    CONSTRAINT market_data_value_finite CHECK (value > '-Infinity' AND value < 'Infinity'),
+    CONSTRAINT market_data_value_in_range CHECK (value BETWEEN -1e12 AND 1e12),
     CONSTRAINT market_data_metadata_is_object CHECK (jsonb_typeof(metadata) = 'object')
 );
 CREATE INDEX market_data_time_idx ON flux.market_data (time);
@@ -260,7 +257,13 @@ AS 'MODULE_PATHNAME', 'get_meter_readings_5m_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/energy.rs:88
+-- src/energy.rs:137
+-- flux::energy::meter_energy_buckets
+-- Skipped due to `#[pgrx(sql = false)]`
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/energy.rs:89
 -- flux::energy::meter_energy_buckets
 CREATE  FUNCTION "meter_energy_buckets"(
 	"start_time" timestamp with time zone, /* Option < TimestampWithTimeZone > */
@@ -277,15 +280,36 @@ CREATE  FUNCTION "meter_energy_buckets"(
 	"energy_imported_active_coverage" double precision,  /* f64 */
 	"energy_exported_active_coverage" double precision,  /* f64 */
 	"energy_imported_active_quality" TEXT[],  /* Vec < & '_ str > */
-	"energy_exported_active_quality" TEXT[]  /* Vec < & '_ str > */
+	"energy_exported_active_quality" TEXT[],  /* Vec < & '_ str > */
+	"energy_imported_active_set_aside" double precision,  /* f64 */
+	"energy_exported_active_set_aside" double precision  /* f64 */
 )
-STABLE PARALLEL SAFE
+STABLE PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'meter_energy_buckets_wrapper';
+AS 'MODULE_PATHNAME', 'meter_energy_buckets_set_aside_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/energy.rs:131
+-- src/energy.rs:168
+-- flux::energy::meter_energy_set_aside
+CREATE  FUNCTION "meter_energy_set_aside"(
+	"start_time" timestamp with time zone, /* Option < TimestampWithTimeZone > */
+	"end_time" timestamp with time zone, /* Option < TimestampWithTimeZone > */
+	"device_ids" uuid[] DEFAULT NULL /* :: std :: option :: Option < Vec < Option < Uuid > > > */
+) RETURNS TABLE (
+	"device_id" uuid,  /* Uuid */
+	"register" TEXT,  /* & '_ str */
+	"reason" TEXT,  /* & '_ str */
+	"set_aside_kwh" double precision,  /* f64 */
+	"booked_kwh" double precision  /* f64 */
+)
+STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'meter_energy_set_aside_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/energy.rs:207
 -- flux::energy::settlement_period
 CREATE  FUNCTION "settlement_period"(
 	"ts" timestamp with time zone /* TimestampWithTimeZone */
@@ -304,7 +328,8 @@ AS 'MODULE_PATHNAME', 'settlement_period_wrapper';
 -- requires:
 --   energy::get_meter_readings_5m
 --   energy::get_meter_readings_30m
---   energy::meter_energy_buckets
+--   energy::meter_energy_buckets_set_aside
+--   energy::meter_energy_set_aside
 --   energy::settlement_period
 
 -- Documentation of the energy functions (implemented in Rust, src/energy.rs). They run with the
@@ -315,7 +340,9 @@ COMMENT ON FUNCTION flux.get_meter_readings_5m(timestamptz, timestamptz, uuid[])
 COMMENT ON FUNCTION flux.get_meter_readings_30m(timestamptz, timestamptz, uuid[]) IS
     'As get_meter_readings_5m, per 30-minute settlement period, with the GB settlement date and period number.';
 COMMENT ON FUNCTION flux.meter_energy_buckets(timestamptz, timestamptz, interval, uuid[]) IS
-    'Energy per bucket of any fixed width (1 second to 31 days), with reading counts, per-register coverage (fraction of the bucket inside the data) and quality flags: interpolated, reset, rollover, jitter, meter_change, spike_dropped.';
+    'Energy per bucket of any fixed width (1 second to 31 days), with reading counts, per-register coverage (fraction of the bucket inside the data), quality flags (interpolated, reset, rollover, jitter, meter_change, spike_dropped, implausible, ambiguous) and the energy set aside in the bucket (kWh).';
+COMMENT ON FUNCTION flux.meter_energy_set_aside(timestamptz, timestamptz, uuid[]) IS
+    'Per device, register and reason (spike, re-base, implausible, ambiguous), the energy set aside over [start_time, end_time) in kWh, beside the energy booked: a misconfigured meter shows here.';
 COMMENT ON FUNCTION flux.settlement_period(timestamptz) IS
     'GB settlement date, period number and number of periods of that date (46 or 50 on clock-change days) of an instant.';
 /* </end connected objects> */
@@ -333,18 +360,18 @@ AS 'MODULE_PATHNAME', 'sign_jwt_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/energy.rs:520
+-- src/energy.rs:625
 CREATE SCHEMA IF NOT EXISTS flux_internal; /* flux::energy::flux_internal */
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/energy.rs:538
+-- src/energy.rs:643
 -- flux::energy::flux_internal::energy_metadata_error
 -- Skipped due to `#[pgrx(sql = false)]`
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/energy.rs:528
+-- src/energy.rs:633
 -- flux::energy::flux_internal::energy_metadata_error
 CREATE  FUNCTION flux_internal."energy_metadata_error"(
 	"metadata" TEXT /* Option < & str > */
@@ -462,21 +489,12 @@ CREATE SCHEMA IF NOT EXISTS flux_internal; /* flux::keys::flux_internal */
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/edge.rs:182
+-- src/edge.rs:183
 CREATE SCHEMA IF NOT EXISTS flux_internal; /* flux::edge::flux_internal */
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/edge.rs:193
--- flux::edge::flux_internal::check_request
-CREATE  FUNCTION flux_internal."check_request"() RETURNS TEXT[] /* :: std :: option :: Option < Vec < String > > */
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'check_request_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/edge.rs:285
+-- src/edge.rs:286
 -- flux::edge::flux_internal::cancel_request
 CREATE  FUNCTION flux_internal."cancel_request"(
 	"request_id" TEXT /* & str */
@@ -487,7 +505,16 @@ AS 'MODULE_PATHNAME', 'cancel_request_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:48
+-- src/edge.rs:194
+-- flux::edge::flux_internal::check_request
+CREATE  FUNCTION flux_internal."check_request"() RETURNS TEXT[] /* :: std :: option :: Option < Vec < String > > */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'check_request_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/lib.rs:49
 -- requires:
 --   roles
 --   edge::flux_internal::check_request
@@ -529,7 +556,7 @@ GRANT EXECUTE ON FUNCTION flux_internal.cancel_request(text) TO authenticator;
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:57
+-- src/lib.rs:58
 -- requires:
 --   roles
 --   edge

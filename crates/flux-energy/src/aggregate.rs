@@ -5,27 +5,24 @@ use std::fmt;
 
 use crate::grid::{Cursor, Grid};
 use crate::params::Params;
-use crate::quality::Quality;
-use crate::register::{CurveSink, Register};
+use crate::quality::{Quality, SetAside};
+use crate::register::{CurveSink, Register, Sample, CONTEXT};
 use crate::time::Timestamp;
 
-/// How many readings before `grid.start()` the caller should also push (the last ones
-/// before it), so that rows do not depend on where the queried range starts.
-///
-/// The reconstruction state entering the range (high-water mark, pending anomaly) is rebuilt
-/// from these readings, starting afresh at the first of them. It matches the state of a longer
-/// computation from the first reading that both accept as a normal rise, which holds when
-/// jitter dips, glitches and other anomalies last fewer than `CONTEXT_BEFORE` readings. A
-/// longer dip below an earlier high-water mark (e.g. a register stalled just below an old
-/// reading) is counted differently and can change the first buckets. Only readings that have
-/// the register count: where the register is null on context rows, its context is shorter.
-pub const CONTEXT_BEFORE: usize = 8;
+/// Readings of each register before `grid.start()` (the last ones) and after `grid.end()` (the
+/// first ones) that the caller should also push, with every row in between, so that rows do
+/// not depend on where the queried range starts or ends: every decision about a reading uses
+/// only readings of its register within [`crate::WINDOW`] of it (R8). The context is counted
+/// per register: a register read every 15 minutes needs its own 24 readings, whatever the
+/// rows of other columns in between.
+pub const CONTEXT_READINGS: usize = CONTEXT;
 
-/// Readings at or after `grid.end()` that the caller should also push (the first ones), so
-/// that the last bucket sees the next curve point, and the look-ahead that confirms or drops
-/// an anomaly at the end of the range. Two anomalous readings in a row right after the range
-/// end can still make the last bucket differ from a longer range.
-pub const CONTEXT_AFTER: usize = 2;
+/// Register values beyond this magnitude (kWh) are not readings of a real register (R9): the
+/// tables refuse them, and rows stored before they did are ignored here.
+pub const MAX_ABS_KWH: f64 = 1e12;
+
+/// Power values beyond this magnitude (kW) are ignored the same way.
+pub const MAX_ABS_KW: f64 = 1e9;
 
 /// One reading of a device. Values that are `None` or not finite are ignored per column.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -82,12 +79,22 @@ impl Error for OutOfOrder {}
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RegisterBucket {
     /// Energy (kWh) over the bucket: `C(min(e, last)) - C(max(s, first))` for the bucket
-    /// `[s, e)` and the register's readings `first..=last`. `None` if the bucket does not
+    /// `[s, e)` and the register's curve points `first..=last`. `None` if the bucket does not
     /// intersect that span. Never negative.
     pub delta: Option<f64>,
     /// Fraction of the bucket inside the register's span, in `0..=1`.
     pub coverage: f64,
     pub quality: Quality,
+    /// Energy (kWh) not booked, detected in the bucket, by reason in the order of
+    /// [`SetAside::ALL`].
+    pub set_aside: [f64; 4],
+}
+
+impl RegisterBucket {
+    /// All energy set aside in the bucket (kWh).
+    pub fn set_aside_total(&self) -> f64 {
+        self.set_aside.iter().sum()
+    }
 }
 
 /// One bucket of one device.
@@ -109,6 +116,7 @@ struct RegisterBuckets {
     grid: Grid,
     energy: Vec<f64>,
     events: Vec<Quality>,
+    set_aside: Vec<[f64; 4]>,
     has_reading: Vec<bool>,
     /// Times of the first and the latest curve point.
     span: Option<(i64, i64)>,
@@ -122,6 +130,7 @@ impl RegisterBuckets {
             grid,
             energy: vec![0.0; grid.len()],
             events: vec![Quality::empty(); grid.len()],
+            set_aside: vec![[0.0; 4]; grid.len()],
             has_reading: vec![false; grid.len()],
             span: None,
             cursor: Cursor::new(&grid),
@@ -181,12 +190,15 @@ impl RegisterBuckets {
                     delta: Some(self.energy[index]),
                     coverage: (end.min(last) - start.max(first)) as f64 / self.grid.width() as f64,
                     quality: self.events[index].union(interpolated),
+                    set_aside: self.set_aside[index],
                 }
             }
+            // Outside the curve's span, a bucket can still hold a reading that was left off it.
             _ => RegisterBucket {
                 delta: None,
                 coverage: 0.0,
-                quality: Quality::empty(),
+                quality: self.events[index],
+                set_aside: self.set_aside[index],
             },
         }
     }
@@ -209,7 +221,20 @@ impl CurveSink for RegisterBuckets {
         }
     }
 
-    fn spike_dropped(&mut self, t: i64) {
+    fn set_aside(&mut self, t: i64, energy: f64, reason: SetAside) {
+        if let Some(i) = self.grid.bucket_of(t) {
+            let k = SetAside::ALL
+                .iter()
+                .position(|&r| r == reason)
+                .expect("a reason");
+            self.set_aside[i][k] += energy;
+            if energy > 0.0 {
+                self.events[i] = self.events[i].union(reason.flag());
+            }
+        }
+    }
+
+    fn dropped(&mut self, t: i64) {
         self.flag(t, Quality::SPIKE_DROPPED);
     }
 }
@@ -219,24 +244,34 @@ impl CurveSink for RegisterBuckets {
 struct Track {
     register: Register,
     buckets: RegisterBuckets,
+    /// Largest power (kW, absolute) of the rows since the register's last reading.
+    power_since: Option<f64>,
 }
 
 impl Track {
-    fn push(&mut self, t: i64, value: Option<f64>, bucket: Option<usize>) {
-        let Some(v) = value.filter(|v| v.is_finite()) else {
+    fn push(&mut self, t: i64, value: Option<f64>, power: Option<f64>, bucket: Option<usize>) {
+        if let Some(kw) = power {
+            self.power_since = Some(self.power_since.map_or(kw, |p| p.max(kw)));
+        }
+        let Some(v) = value.filter(|v| v.is_finite() && v.abs() <= MAX_ABS_KWH) else {
             return;
         };
         if let Some(i) = bucket {
             self.buckets.has_reading[i] = true;
         }
-        self.register.push(t, v, &mut self.buckets);
+        let sample = Sample {
+            t,
+            v,
+            power_kw: self.power_since.take(),
+        };
+        self.register.push(sample, &mut self.buckets);
     }
 }
 
 /// Streaming aggregation of one device's readings into the buckets of a grid.
 ///
 /// Push readings in strictly increasing time order, including the context readings around
-/// the grid (see [`CONTEXT_BEFORE`] and [`CONTEXT_AFTER`]), then [`finish`](Self::finish).
+/// the grid (see [`CONTEXT_READINGS`]), then [`finish`](Self::finish).
 /// Memory is proportional to the number of buckets; a reading costs a few float operations
 /// and allocates nothing. Params should have passed [`Params::validate`]; invalid ones give
 /// meaningless (but never negative) deltas rather than errors.
@@ -259,6 +294,7 @@ impl DeviceAggregator {
         let track = || Track {
             register: Register::new(&params),
             buckets: RegisterBuckets::new(grid),
+            power_since: None,
         };
         DeviceAggregator {
             grid,
@@ -288,15 +324,19 @@ impl DeviceAggregator {
         };
         self.cursor.seek(&self.grid, t);
         let bucket = Some(self.cursor.bucket()).filter(|&i| i < self.grid.len());
+        let power = r
+            .power
+            .filter(|kw| kw.is_finite() && kw.abs() <= MAX_ABS_KW);
         if let Some(i) = bucket {
             self.reading_count[i] = self.reading_count[i].saturating_add(1);
-            if let Some(kw) = r.power.filter(|kw| kw.is_finite()) {
+            if let Some(kw) = power {
                 self.power_sum[i] += kw;
                 self.power_count[i] += 1;
             }
         }
-        self.imported.push(t, r.imported, bucket);
-        self.exported.push(t, r.exported, bucket);
+        let magnitude = power.map(f64::abs);
+        self.imported.push(t, r.imported, magnitude, bucket);
+        self.exported.push(t, r.exported, magnitude, bucket);
         Ok(())
     }
 

@@ -10,7 +10,8 @@ use crate::time::{Duration, Timestamp};
 pub const MAX_BUCKETS: usize = 115_200;
 
 /// Consecutive buckets `[start + i·width, start + (i+1)·width)`, `i < len`, with `start` a
-/// multiple of `width` since the Unix epoch.
+/// multiple of `width` since the Unix epoch ([`Grid::covering`]), or one bucket that is exactly
+/// a given range ([`Grid::exactly`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Grid {
     start: i64,
@@ -90,6 +91,23 @@ impl Grid {
             }),
             _ => Err(GridError::OutOfRange { start, end, width }),
         }
+    }
+
+    /// One bucket that is exactly `[start, end)`, aligned to nothing: totals over a range.
+    pub fn exactly(start: i64, end: i64) -> Result<Grid, GridError> {
+        if end <= start {
+            return Err(GridError::EmptyRange { start, end });
+        }
+        let width = end.checked_sub(start).ok_or(GridError::OutOfRange {
+            start,
+            end,
+            width: 0,
+        })?;
+        Ok(Grid {
+            start,
+            width,
+            count: 1,
+        })
     }
 
     /// Start of the first bucket.
@@ -231,6 +249,19 @@ mod tests {
 
         let g = Grid::covering(5, 6, 1).unwrap();
         assert_eq!((g.start(), g.end(), g.len(), g.width()), (5, 6, 1, 1));
+    }
+
+    #[test]
+    fn exactly_one_unaligned_bucket() {
+        let g = Grid::exactly(7 * MIN, 61 * MIN).unwrap();
+        assert_eq!(
+            (g.start(), g.end(), g.len(), g.width()),
+            (7 * MIN, 61 * MIN, 1, 54 * MIN)
+        );
+        assert_eq!(g.bucket_of(7 * MIN - 1), None);
+        assert_eq!(g.bucket_of(60 * MIN), Some(0));
+        assert_eq!(g.bucket_of(61 * MIN), None);
+        assert!(Grid::exactly(5, 5).is_err());
     }
 
     #[test]

@@ -15,7 +15,8 @@ pub struct Params {
     /// Maximum power of the device (kW). `None` = unknown: rises are not checked, and resets
     /// are recognised by [`Params::reset_fraction`] instead of by the energy a gap allows.
     pub max_power_kw: Option<f64>,
-    /// Register modulus (kWh) at which the register rolls over to zero; `None` = unknown.
+    /// The largest value the register shows (kWh), e.g. 99,999.9; it shows 0 after it (see
+    /// [`Params::register_wrap_kwh`]). `None` = unknown.
     pub register_max_kwh: Option<f64>,
     /// Absolute jitter tolerance (kWh); default 0.5.
     pub jitter_kwh: f64,
@@ -36,6 +37,22 @@ impl Params {
         jitter_rel: 1e-4,
         reset_fraction: 0.1,
     };
+}
+
+impl Params {
+    /// Where the register wraps: its largest value plus one step of its last digit, read from
+    /// how the largest value is written (99,999.9 wraps at 100,000; 999,999 at 1,000,000), so
+    /// that a wrap books the step from the largest value to 0 as well.
+    pub fn register_wrap_kwh(&self) -> Option<f64> {
+        self.register_max_kwh.map(|max| {
+            let written = format!("{max}");
+            let decimals = written
+                .split_once('.')
+                .filter(|_| !written.contains(['e', 'E']))
+                .map_or(0, |(_, fraction)| fraction.len().min(6));
+            max + 10f64.powi(-(decimals as i32))
+        })
+    }
 }
 
 impl Default for Params {
@@ -349,6 +366,22 @@ mod tests {
             .with_metadata(Some(&json!(3)))
             .unwrap_err();
         assert_eq!(err.key(), "metadata");
+    }
+
+    #[test]
+    fn the_register_wraps_one_step_after_its_largest_value() {
+        let wrap = |max: f64| {
+            Params {
+                register_max_kwh: Some(max),
+                ..Params::default()
+            }
+            .register_wrap_kwh()
+            .unwrap()
+        };
+        assert!((wrap(99_999.9) - 100_000.0).abs() < 1e-9);
+        assert_eq!(wrap(999_999.0), 1_000_000.0);
+        assert!((wrap(9_999.99) - 10_000.0).abs() < 1e-9);
+        assert_eq!(Params::default().register_wrap_kwh(), None);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use proptest::prelude::*;
 
 use crate::register::tests::Recorder;
-use crate::register::Register;
+use crate::register::{Register, Sample};
 use crate::*;
 
 const SECOND: i64 = 1_000_000;
@@ -183,22 +183,39 @@ fn grid_choice() -> impl Strategy<Value = (usize, f64, f64)> {
     (0usize..5, 0.0..1.0f64, 0.0..1.0f64)
 }
 
+/// The samples the aggregator gives a register: its finite, sane values, each with the
+/// largest power of the rows since the register's previous value.
+fn register_samples(scenario: &Scenario, exported: bool) -> Vec<Sample> {
+    let mut power_since: Option<f64> = None;
+    let mut samples = Vec::new();
+    for r in &scenario.readings {
+        if let Some(kw) = r.power.filter(|p| p.is_finite() && p.abs() <= MAX_ABS_KW) {
+            power_since = Some(power_since.map_or(kw.abs(), |p: f64| p.max(kw.abs())));
+        }
+        let v = if exported { r.exported } else { r.imported };
+        if let Some(v) = v.filter(|v| v.is_finite() && v.abs() <= MAX_ABS_KWH) {
+            samples.push(Sample {
+                t: r.time,
+                v,
+                power_kw: power_since.take(),
+            });
+        }
+    }
+    samples
+}
+
 fn register_values(scenario: &Scenario, exported: bool) -> Vec<(i64, f64)> {
-    scenario
-        .readings
+    register_samples(scenario, exported)
         .iter()
-        .filter_map(|r| {
-            let v = if exported { r.exported } else { r.imported };
-            v.filter(|v| v.is_finite()).map(|v| (r.time, v))
-        })
+        .map(|s| (s.t, s.v))
         .collect()
 }
 
-fn reference_curve(params: &Params, values: &[(i64, f64)]) -> Recorder {
+fn reference_curve(params: &Params, samples: &[Sample]) -> Recorder {
     let mut register = Register::new(params);
     let mut recorder = Recorder::default();
-    for &(t, v) in values {
-        register.push(t, v, &mut recorder);
+    for &sample in samples {
+        register.push(sample, &mut recorder);
     }
     register.finish(&mut recorder);
     recorder
@@ -243,8 +260,29 @@ fn check_rows(scenario: &Scenario, grid: Grid, rows: &[BucketRow]) -> Result<(),
     }
     for exported in [false, true] {
         let values = register_values(scenario, exported);
-        let curve = reference_curve(&scenario.params, &values);
+        let curve = reference_curve(&scenario.params, &register_samples(scenario, exported));
         let bucket_of = |row: &BucketRow| if exported { row.exported } else { row.imported };
+        let in_bucket = |s: i64, e: i64| {
+            let mut quality = curve
+                .points
+                .iter()
+                .filter(|p| (s..e).contains(&p.0))
+                .fold(Quality::empty(), |q, p| q.union(p.2));
+            if curve.dropped.iter().any(|t| (s..e).contains(t)) {
+                quality = quality.union(Quality::SPIKE_DROPPED);
+            }
+            let mut aside = [0.0; 4];
+            for &(t, energy, reason) in &curve.set_aside {
+                if (s..e).contains(&t) {
+                    let k = SetAside::ALL.iter().position(|&x| x == reason).unwrap();
+                    aside[k] += energy;
+                    if energy > 0.0 {
+                        quality = quality.union(reason.flag());
+                    }
+                }
+            }
+            (quality, aside)
+        };
         let Some((&(first_r, _, _), &(last_r, c_last, _))) =
             curve.points.first().zip(curve.points.last())
         else {
@@ -257,15 +295,14 @@ fn check_rows(scenario: &Scenario, grid: Grid, rows: &[BucketRow]) -> Result<(),
         for row in rows {
             let (s, e) = (row.start, row.start + width);
             let bucket = bucket_of(row);
+            let (events, aside) = in_bucket(s, e);
+            for (got, want) in bucket.set_aside.iter().zip(aside) {
+                prop_assert!(close(*got, want, want), "set aside {} vs {}", got, want);
+            }
             if !(s <= last_r && e > first_r) {
-                prop_assert_eq!(
-                    bucket,
-                    RegisterBucket {
-                        delta: None,
-                        coverage: 0.0,
-                        quality: Quality::empty()
-                    }
-                );
+                prop_assert_eq!(bucket.delta, None);
+                prop_assert_eq!(bucket.coverage, 0.0);
+                prop_assert_eq!(bucket.quality, events);
                 continue;
             }
             let (lo, hi) = (s.max(first_r), e.min(last_r));
@@ -281,14 +318,7 @@ fn check_rows(scenario: &Scenario, grid: Grid, rows: &[BucketRow]) -> Result<(),
             );
             sum += delta;
             prop_assert_eq!(bucket.coverage, (hi - lo) as f64 / width as f64);
-            let mut quality = curve
-                .points
-                .iter()
-                .filter(|p| (s..e).contains(&p.0))
-                .fold(Quality::empty(), |q, p| q.union(p.2));
-            if curve.dropped.iter().any(|t| (s..e).contains(t)) {
-                quality = quality.union(Quality::SPIKE_DROPPED);
-            }
+            let mut quality = events;
             if !values.iter().any(|(t, _)| (s..e).contains(t)) {
                 quality = quality.union(Quality::INTERPOLATED);
             }
@@ -367,14 +397,25 @@ proptest! {
         }
     }
 
-    /// A sub-range computed from its readings plus the context readings gives the same rows
-    /// as the full computation.
+    /// R8: a sub-range computed from its rows plus the context rows (the last and first
+    /// [`CONTEXT_READINGS`] readings of each register around it, the nearest row on each side,
+    /// and every row in between)
+    /// gives the same rows as the full computation, whatever the anomalies, with registers
+    /// read on different rows.
     #[test]
     fn range_independence(
-        sc in scenario(true),
+        sc in scenario(false),
+        sparse in 1usize..4,
         wide in any::<bool>(),
         (a, b) in (0.0..1.0f64, 0.0..1.0f64),
     ) {
+        let mut sc = sc;
+        // The exported register is read on every `sparse`-th row only.
+        for (i, r) in sc.readings.iter_mut().enumerate() {
+            if i % sparse != 0 {
+                r.exported = None;
+            }
+        }
         let width = if wide { 30 * MINUTE } else { 5 * MINUTE };
         let (first, last) = sc.span();
         let full = Grid::covering(first - 60 * MINUTE, last + 60 * MINUTE, width).unwrap();
@@ -383,10 +424,24 @@ proptest! {
         let i1 = i0 + 1 + (b * (full.len() - i0 - 1) as f64) as usize;
         let sub = Grid::covering(full.bucket_start(i0), full.bucket_start(i1), width).unwrap();
 
-        let before = sc.readings.partition_point(|r| r.time < sub.start());
-        let after = sc.readings.partition_point(|r| r.time < sub.end());
-        let from = before.saturating_sub(CONTEXT_BEFORE);
-        let to = (after + CONTEXT_AFTER).min(sc.readings.len());
+        let has = |r: &Reading, exported: bool| {
+            let v = if exported { r.exported } else { r.imported };
+            v.is_some_and(|v| v.is_finite() && v.abs() <= MAX_ABS_KWH)
+        };
+        // At least the nearest row on each side (it decides whether the device's data span
+        // covers the range's edges), and each register's context readings.
+        let mut from = sc.readings.partition_point(|r| r.time < sub.start()).saturating_sub(1);
+        let mut to = (sc.readings.partition_point(|r| r.time < sub.end()) + 1).min(sc.readings.len());
+        for exported in [false, true] {
+            let before: Vec<usize> = (0..from).filter(|&i| has(&sc.readings[i], exported)).collect();
+            if let Some(&i) = before.iter().rev().nth(CONTEXT_READINGS - 1).or(before.first()) {
+                from = from.min(i);
+            }
+            let after: Vec<usize> = (to..sc.readings.len()).filter(|&i| has(&sc.readings[i], exported)).collect();
+            if let Some(&i) = after.get(CONTEXT_READINGS - 1).or(after.last()) {
+                to = to.max(i + 1);
+            }
+        }
         let sub_rows = aggregate(&mut sc.readings[from..to].to_vec(), sub, &sc.params).unwrap();
 
         let expected: Vec<&BucketRow> = full_rows
@@ -401,6 +456,9 @@ proptest! {
             for (g, w) in [(got.imported, want.imported), (got.exported, want.exported)] {
                 prop_assert_eq!(g.quality, w.quality, "bucket {}", got.start);
                 prop_assert_eq!(g.coverage, w.coverage);
+                for (gs, ws) in g.set_aside.iter().zip(w.set_aside) {
+                    prop_assert!((gs - ws).abs() <= 1e-9 * ws.abs().max(1.0), "set aside {} vs {}", gs, ws);
+                }
                 match (g.delta, w.delta) {
                     (Some(g), Some(w)) => prop_assert!(
                         (g - w).abs() <= 1e-9 * w.abs().max(1.0),
@@ -410,6 +468,119 @@ proptest! {
                 }
             }
         }
+    }
+
+    /// R1: with a maximum power, no bucket gets more than it allows, whatever the readings
+    /// (garbage included).
+    #[test]
+    fn the_physical_bound_holds_for_any_readings(
+        max_power_kw in 0.01..1000.0f64,
+        values in prop::collection::vec(
+            (1i64..3_600, prop_oneof![
+                4 => -1.0..1.0f64,
+                2 => 0.0..100.0f64,
+                1 => -1e6..1e6f64,
+            ]),
+            1..150,
+        ),
+        base in 0.0..100_000.0f64,
+        choice in grid_choice(),
+    ) {
+        let params = Params { max_power_kw: Some(max_power_kw), ..Params::default() };
+        let mut time = BASE;
+        let mut value = base;
+        let mut readings = Vec::new();
+        for (gap, step) in values {
+            time += gap * SECOND;
+            value = (value + step).max(0.0);
+            readings.push(Reading { time, power: None, imported: Some(value), exported: None });
+        }
+        let sc = Scenario { params, readings };
+        let grid = grid_for(&sc, choice);
+        let rows = aggregate(&mut sc.readings.clone(), grid, &params).unwrap();
+        let cap = max_power_kw * HEADROOM * grid.width() as f64 / (60.0 * MINUTE as f64);
+        for row in &rows {
+            if let Some(delta) = row.imported.delta {
+                prop_assert!(delta <= cap * (1.0 + 1e-9) + 1e-9, "bucket {}: {} > {}", row.start, delta, cap);
+            }
+        }
+    }
+
+    /// A dip within the tolerance, anywhere, changes no total by more than the dip.
+    #[test]
+    fn a_dip_within_tolerance_changes_little(
+        max_power_kw in prop_oneof![Just(None), (10.0..500.0f64).prop_map(Some)],
+        base in 0.0..60_000.0f64,
+        steps in prop::collection::vec((1i64..7_200, 0.0..1.0f64), 2..100),
+        at in 0.0..1.0f64,
+        depth in 0.0..=1.0f64,
+        choice in grid_choice(),
+    ) {
+        let params = Params { max_power_kw, ..Params::default() };
+        let load_kw = max_power_kw.map_or(50.0, |kw| 0.5 * kw);
+        let mut value = base;
+        let mut time = BASE;
+        let mut clean = Vec::new();
+        for &(gap, load) in &steps {
+            time += gap * SECOND;
+            value += load * load_kw * gap as f64 / 3_600.0;
+            clean.push(Reading { time, power: None, imported: Some(value), exported: None });
+        }
+        let k = ((at * steps.len() as f64) as usize).min(steps.len() - 1);
+        let dip = depth * params.jitter_kwh.max(params.jitter_rel * clean[k].imported.unwrap());
+        let mut dipped = clean.clone();
+        dipped[k].imported = Some(clean[k].imported.unwrap() - dip);
+        let clean = Scenario { params, readings: clean };
+        let grid = grid_for(&clean, choice);
+        let total = |readings: &mut Vec<Reading>| -> f64 {
+            aggregate(readings, grid, &params).unwrap().iter().filter_map(|r| r.imported.delta).sum()
+        };
+        let (c, d) = (total(&mut clean.readings.clone()), total(&mut dipped));
+        prop_assert!((c - d).abs() <= dip + 1e-9 * c.max(1.0), "{} vs {} (dip {})", c, d, dip);
+    }
+
+    /// R6: dips that come back, however deep, add nothing: the energy is at most the
+    /// register's net rise.
+    #[test]
+    fn recovered_dips_add_nothing(
+        max_power_kw in prop_oneof![Just(None), (10.0..500.0f64).prop_map(Some)],
+        base in 10.0..60_000.0f64,
+        steps in prop::collection::vec((1i64..3_600, 0.0..1.0f64, 0u8..8, 0.0..1.0f64), 2..120),
+    ) {
+        let params = Params { max_power_kw, ..Params::default() };
+        let load_kw = max_power_kw.map_or(50.0, |kw| 0.5 * kw);
+        let mut value = base;
+        let mut time = BASE;
+        let mut readings = Vec::new();
+        let mut dipping = 0u8;
+        let mut depth = 0.0;
+        let mut on_curve = false;
+        for &(gap, load, dip, size) in &steps {
+            time += gap * SECOND;
+            value += load * load_kw * gap as f64 / 3_600.0;
+            // A dip of up to three readings, to anywhere between the value and zero, after a
+            // reading on the curve and followed by one.
+            if dipping == 0 && dip == 0 && on_curve {
+                dipping = 1 + (size * 3.0) as u8;
+                depth = size;
+            }
+            on_curve = dipping == 0;
+            let shown = if dipping > 0 {
+                dipping -= 1;
+                value * (1.0 - depth)
+            } else {
+                value
+            };
+            readings.push(Reading { time, power: None, imported: Some(shown), exported: None });
+        }
+        // End on the curve.
+        time += MINUTE;
+        readings.push(Reading { time, power: None, imported: Some(value), exported: None });
+        let first = readings[0].imported.unwrap();
+        let grid = Grid::covering(readings[0].time, time + 1, 30 * MINUTE).unwrap();
+        let rows = aggregate(&mut readings, grid, &params).unwrap();
+        let total: f64 = rows.iter().filter_map(|r| r.imported.delta).sum();
+        prop_assert!(total <= value - first + 1e-9 * value, "{} > net rise {}", total, value - first);
     }
 
     /// `aggregate` does not depend on the input order.
@@ -423,47 +594,6 @@ proptest! {
         let sorted = aggregate(&mut sc.readings.clone(), grid, &sc.params).unwrap();
         let mut shuffled = shuffled;
         prop_assert_eq!(aggregate(&mut shuffled, grid, &sc.params).unwrap(), sorted);
-    }
-
-    /// Dips within the jitter tolerance move no bucket delta by more than the largest dip.
-    #[test]
-    fn jitter_within_tolerance_changes_little(
-        max_power_kw in prop_oneof![Just(None), (10.0..500.0f64).prop_map(Some)],
-        base in 0.0..60_000.0f64,
-        steps in prop::collection::vec(
-            (1i64..7_200, 0.0..1.0f64, prop_oneof![Just(0.0), 0.0..=0.5f64]),
-            1..100,
-        ),
-        choice in grid_choice(),
-    ) {
-        let params = Params { max_power_kw, ..Params::default() };
-        let load_kw = max_power_kw.map_or(50.0, |kw| 0.5 * kw);
-        let mut value = base;
-        let mut time = BASE;
-        let mut clean = Vec::new();
-        let mut jittered = Vec::new();
-        for &(gap, load, dip) in &steps {
-            time += gap * SECOND;
-            value += load * load_kw * gap as f64 / 3_600.0;
-            let reading = |v: f64| Reading { time, power: None, imported: Some(v), exported: None };
-            clean.push(reading(value));
-            jittered.push(reading(value - dip));
-        }
-        let max_dip = steps.iter().map(|s| s.2).fold(0.0, f64::max);
-        let clean = Scenario { params, readings: clean };
-        let grid = grid_for(&clean, choice);
-        let clean_rows = aggregate(&mut clean.readings.clone(), grid, &params).unwrap();
-        let jittered_rows = aggregate(&mut jittered, grid, &params).unwrap();
-        prop_assert_eq!(clean_rows.len(), jittered_rows.len());
-        let (mut clean_total, mut jittered_total) = (0.0, 0.0);
-        for (c, j) in clean_rows.iter().zip(&jittered_rows) {
-            let (c, j) = (c.imported.delta.unwrap(), j.imported.delta.unwrap());
-            prop_assert!(j >= 0.0);
-            prop_assert!((c - j).abs() <= max_dip + 1e-9, "{} vs {} (max dip {})", c, j, max_dip);
-            clean_total += c;
-            jittered_total += j;
-        }
-        prop_assert!((clean_total - jittered_total).abs() <= max_dip + 1e-9);
     }
 
     /// Consecutive half hours are consecutive settlement periods.

@@ -23,16 +23,28 @@ impl Quality {
     /// The register jumped to an unrelated value (meter replaced, implausible rise that
     /// persisted); the curve was re-based without counting the jump.
     pub const METER_CHANGE: Quality = Quality(1 << 4);
-    /// A single anomalous reading was ignored because the next reading continued the old curve.
+    /// A reading was left off the curve: it departed from a trajectory its neighbours agree
+    /// on, or was part of a dip the register came back from, or jumped at the end of the data
+    /// with nothing after it to confirm it.
     pub const SPIKE_DROPPED: Quality = Quality(1 << 5);
+    /// Energy the physical bound could not take was set aside (see [`SetAside::Implausible`]).
+    pub const IMPLAUSIBLE: Quality = Quality(1 << 6);
+    /// A drop both a rollover and a reset could explain: the one the evidence favours was
+    /// booked (see [`SetAside::Ambiguous`]).
+    pub const AMBIGUOUS: Quality = Quality(1 << 7);
+    /// Events that start a new base of the register: a later return to the old curve within
+    /// the decision window revokes them.
+    pub const REBASED: Quality = Quality(Self::RESET.0 | Self::ROLLOVER.0 | Self::METER_CHANGE.0);
 
-    const NAMES: [&'static str; 6] = [
+    const NAMES: [&'static str; 8] = [
         "interpolated",
         "reset",
         "rollover",
         "jitter",
         "meter_change",
         "spike_dropped",
+        "implausible",
+        "ambiguous",
     ];
 
     /// No flags.
@@ -58,8 +70,13 @@ impl Quality {
         Quality(self.0 | other.0)
     }
 
+    /// Whether any flag of `other` is set in `self`.
+    pub const fn intersects(self, other: Quality) -> bool {
+        self.0 & other.0 != 0
+    }
+
     /// Names of the set flags: "interpolated", "reset", "rollover", "jitter", "meter_change",
-    /// "spike_dropped", in that order.
+    /// "spike_dropped", "implausible", "ambiguous", in that order.
     pub fn names(&self) -> impl Iterator<Item = &'static str> {
         let bits = self.0;
         Self::NAMES
@@ -83,6 +100,50 @@ impl fmt::Debug for Quality {
     }
 }
 
+/// Why energy was not booked (R7: nothing is discarded silently).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetAside {
+    /// What a reading left off the curve showed beyond the curve.
+    Spike,
+    /// A jump or drop to an unrelated value (meter replaced, re-based): the jump, or the
+    /// smallest reset or rollover that could have explained a drop.
+    Rebase,
+    /// Energy beyond the maximum power that the following readings had no headroom for.
+    Implausible,
+    /// The difference to the larger of two readings of a drop (rollover or reset) that were
+    /// both physically possible.
+    Ambiguous,
+}
+
+impl SetAside {
+    pub const ALL: [SetAside; 4] = [
+        SetAside::Spike,
+        SetAside::Rebase,
+        SetAside::Implausible,
+        SetAside::Ambiguous,
+    ];
+
+    /// The name the SQL functions report.
+    pub const fn name(self) -> &'static str {
+        match self {
+            SetAside::Spike => "spike",
+            SetAside::Rebase => "re-base",
+            SetAside::Implausible => "implausible",
+            SetAside::Ambiguous => "ambiguous",
+        }
+    }
+
+    /// The flag its bucket gets.
+    pub const fn flag(self) -> Quality {
+        match self {
+            SetAside::Spike => Quality::SPIKE_DROPPED,
+            SetAside::Rebase => Quality::METER_CHANGE,
+            SetAside::Implausible => Quality::IMPLAUSIBLE,
+            SetAside::Ambiguous => Quality::AMBIGUOUS,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,6 +157,8 @@ mod tests {
             Quality::JITTER,
             Quality::METER_CHANGE,
             Quality::SPIKE_DROPPED,
+            Quality::IMPLAUSIBLE,
+            Quality::AMBIGUOUS,
         ]
         .into_iter()
         .fold(Quality::empty(), Quality::union);
@@ -107,10 +170,14 @@ mod tests {
                 "rollover",
                 "jitter",
                 "meter_change",
-                "spike_dropped"
+                "spike_dropped",
+                "implausible",
+                "ambiguous"
             ]
         );
-        assert_eq!(all.bits(), 0b11_1111);
+        assert_eq!(all.bits(), 0b1111_1111);
+        assert!(Quality::REBASED.intersects(Quality::RESET));
+        assert!(!Quality::REBASED.intersects(Quality::JITTER));
 
         let q = Quality::SPIKE_DROPPED.union(Quality::RESET);
         assert!(q.contains(Quality::RESET) && q.contains(Quality::SPIKE_DROPPED));

@@ -1,117 +1,510 @@
-//! Streaming reconstruction of one cumulative register into a monotone curve.
+//! Reconstruction of one cumulative register into a monotone curve, physics first.
 //!
-//! The reconstructor keeps the high-water mark `h` (last accepted value) and the time `t_h`
-//! it was accepted, classifies each reading against them, and holds back at most one
-//! anomalous reading (a *candidate*) until the next reading shows whether it was a
-//! single-reading glitch or a real change. Accepted readings become curve points, handed to a
-//! [`CurveSink`] in time order.
+//! Readings arrive in time order. Each becomes a point of the curve (with the energy booked on
+//! the segment that ends at it), or is left off the curve. The rules, in the terms of the
+//! design note's revision 2 (`h`: the high-water mark; `tol`: the jitter tolerance,
+//! `max(jitter_kwh, jitter_rel·h)`; the *bound* `B(Δt)` of an interval: the most energy the
+//! device can have delivered in it, see [`Register::bound`]):
+//!
+//! * **Flat and jitter.** A reading in `[h − tol, h]` is a point with no energy. A jitter
+//!   reading ends a segment (R2: later rises are judged from it) but does not lower `h`.
+//! * **Normal rise.** `v − h` within `B` of the segment since the last point is energy.
+//! * **Spike (R4).** A reading that departs from a trajectory its two neighbours agree on (the
+//!   next one comes back to the old curve, plausibly) is left off the curve.
+//! * **Jump (R5).** A rise beyond `B` over its own segment that the next reading keeps is a
+//!   re-base: no energy. One that the last reading of the data shows is not energy yet.
+//! * **Drop (R3).** Below `h − tol`: the first of rollover (`W − h + v`, `W` the register's
+//!   wrap) and reset (`v`) that is plausible over the segment, else a re-base.
+//! * **Recovered dips (R6).** A re-base, reset or rollover is revoked when, within
+//!   [`WINDOW`] readings, the register comes back to the old curve: the readings in between were
+//!   a dip (or a run of spikes) of the old curve.
+//! * **Nothing silently (R7).** Every amount not booked is reported with its reason.
+//!
+//! With `max_power_kw` known, `B(Δt) = P·1.1·Δt + tol` (the tolerance covers a reading's
+//! uncertainty, e.g. a dip's recovery), and no segment books more than `P·1.1·Δt`: an excess
+//! within the tolerance is booked on the following segments as their headroom allows, or set
+//! aside as implausible after [`WINDOW`] readings. So the curve never rises faster than the
+//! device can. Without it, the device's own evidence bounds a rise: [`RATE_HEADROOM`] times the
+//! fastest rate its booked curve showed over the last [`WINDOW`] readings or the rate of the
+//! next segment, or [`POWER_HEADROOM`] times the largest power it reported around the segment;
+//! with no evidence at all, rises are not bounded and a drop is a reset only down to
+//! `reset_fraction` of `h` (a rollover only within `reset_fraction` of `W`).
+//!
+//! **Locality (R8).** Every decision uses only the readings of this register within
+//! [`WINDOW`] before and after it: the mark is the highest accepted value of the last
+//! [`WINDOW`] readings (so a register that sits below its mark for longer is re-anchored
+//! there), the evidence covers the same readings, and a revocation looks [`WINDOW`] readings
+//! ahead. Starting afresh [`CONTEXT`] readings before a range therefore reproduces the state a
+//! longer computation has there.
 
 use crate::params::{Params, HEADROOM};
-use crate::quality::Quality;
+use crate::quality::{Quality, SetAside};
 use crate::time::MICROS_PER_HOUR;
 
-/// Receives the reconstructed curve of one register.
+/// How many readings of a register one decision may look back or ahead (K).
+pub const WINDOW: usize = 8;
+
+/// Readings of a register, before and after a range, that reproduce every decision inside it:
+/// the state entering the range depends on [`WINDOW`] readings, each of which was decided with
+/// [`WINDOW`] readings of its own around it.
+pub const CONTEXT: usize = 3 * WINDOW;
+
+/// Without `max_power_kw`: a rise may be this many times the fastest rate the device showed.
+/// Loads switch on and off, so the margin is wide: it only has to catch what no load does (a
+/// replacement meter's jump is typically thousands of times the rate around it).
+pub const RATE_HEADROOM: f64 = 100.0;
+
+/// Without `max_power_kw`: a rise of up to this fraction of the register's value is never
+/// judged against the device's evidence, which a large register's history rarely contradicts.
+pub const EVIDENCE_FLOOR: f64 = 0.01;
+
+/// Without `max_power_kw`: a rise may be this many times the largest power it reported.
+pub const POWER_HEADROOM: f64 = 2.0;
+
+/// Receives the reconstructed curve of one register, in time order.
 pub(crate) trait CurveSink {
     /// Curve point at `t`: the curve rises by `inc` (>= 0) since the previous point, linearly
-    /// in time; `event` holds the flags of the event detected at this reading, if any.
+    /// in time; `event` holds the flags of the event at this reading, if any.
     fn point(&mut self, t: i64, inc: f64, event: Quality);
-    /// The candidate reading at `t` was a single-reading glitch and is not on the curve.
-    fn spike_dropped(&mut self, t: i64);
+    /// Energy not booked, detected at `t`, and why.
+    fn set_aside(&mut self, t: i64, energy: f64, reason: SetAside);
+    /// The reading at `t` is not on the curve (a spike, or part of a dip that recovered).
+    fn dropped(&mut self, t: i64);
 }
 
-/// Thresholds derived from [`Params`] once, so that classifying costs a few float operations.
+/// One reading of the register, with the largest power (kW, absolute) the device reported in
+/// the rows since the register's previous reading, this one's included.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Sample {
+    pub t: i64,
+    pub v: f64,
+    pub power_kw: Option<f64>,
+}
+
+/// The two readings after the one being decided, as far as there are any.
+#[derive(Debug, Clone, Copy, Default)]
+struct Ahead {
+    next: Option<Sample>,
+    then: Option<Sample>,
+}
+
+impl Ahead {
+    /// The rate at which the register goes on rising after `r`: the slower of the next two
+    /// segments (so that one jumping reading is no evidence), or the next one at the end.
+    fn rate_after(&self, r: Sample) -> Option<f64> {
+        let rise = |a: Sample, b: Sample| {
+            (b.v > a.v && b.t > a.t).then(|| (b.v - a.v) / (b.t - a.t) as f64)
+        };
+        let first = rise(r, self.next?)?;
+        match self.then {
+            Some(then) => rise(self.next?, then).map(|second| first.min(second)),
+            None => Some(first),
+        }
+    }
+
+    /// The largest power the device reported up to the next reading.
+    fn power(&self, r: Sample) -> Option<f64> {
+        [r.power_kw, self.next.and_then(|n| n.power_kw)]
+            .into_iter()
+            .flatten()
+            .filter(|&kw| kw > 0.0)
+            .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))))
+    }
+}
+
+/// Thresholds derived from [`Params`] once.
 #[derive(Debug, Clone, Copy)]
 struct Limits {
     jitter_abs: f64,
     jitter_rel: f64,
     reset_fraction: f64,
-    modulus: Option<f64>,
-    /// Most energy per µs a plausible rise may add (max power with headroom).
+    /// The value after which the register shows 0 again.
+    wrap: Option<f64>,
+    /// Most energy per µs the device can deliver (max power with headroom).
     max_rate: Option<f64>,
 }
 
-/// The high-water mark: last accepted value and when it was accepted.
+/// An entry of a ring of the last [`WINDOW`] curve points, by point number.
 #[derive(Debug, Clone, Copy)]
-struct Mark {
-    h: f64,
-    t_h: i64,
+struct Slot {
+    point: u64,
+    /// Register value accepted on the current base.
+    value: Option<f64>,
+    /// The rise the point ended (kWh) and the µs since the mark was raised before it: the
+    /// rate is worked out only when evidence is needed (a division per reading otherwise).
+    rise: f64,
+    over: u64,
+    /// Energy of that point's segment beyond the bound, still to be booked.
+    carry: f64,
 }
 
-/// An anomalous reading awaiting the next one. `inc` and `event` are what confirming it adds
-/// to the curve.
+const EMPTY: Slot = Slot {
+    point: u64::MAX,
+    value: None,
+    rise: 0.0,
+    over: 0,
+    carry: 0.0,
+};
+
+/// What decisions depend on: the last [`WINDOW`] curve points. (Readings left off the curve
+/// take no place in it, so that a run of them does not push the mark out of the window.)
 #[derive(Debug, Clone, Copy)]
-struct Candidate {
-    t: i64,
-    v: f64,
-    inc: f64,
-    event: Quality,
+struct State {
+    slots: [Slot; WINDOW],
+    /// Curve points so far.
+    points: u64,
+    /// The high-water mark: the highest value accepted on this base within the window, and
+    /// the point that holds it.
+    mark: f64,
+    mark_point: u64,
+    /// Time of the last curve point: where the next segment starts.
+    last_point: i64,
+    /// When the mark was last raised: a rate measured from there is not inflated by a dip in
+    /// between (whose recovery is booked on a shorter segment).
+    mark_time: i64,
+    /// Sum of the carries: 0 on the common path, where nothing needs looking up.
+    carried: f64,
 }
 
+impl State {
+    fn first(t: i64, v: f64) -> State {
+        let mut slots = [EMPTY; WINDOW];
+        slots[0] = Slot {
+            point: 0,
+            value: Some(v),
+            ..EMPTY
+        };
+        State {
+            slots,
+            points: 1,
+            mark: v,
+            mark_point: 0,
+            last_point: t,
+            mark_time: t,
+            carried: 0.0,
+        }
+    }
+
+    fn live(&self) -> impl Iterator<Item = &Slot> {
+        let now = self.points;
+        self.slots
+            .iter()
+            .filter(move |s| s.point != u64::MAX && s.point + WINDOW as u64 >= now)
+    }
+
+    /// The fastest rise of the booked curve in the window; a flat curve is no evidence of
+    /// how fast the register can rise.
+    fn max_rate(&self) -> Option<f64> {
+        self.live()
+            .filter(|s| s.rise > 0.0 && s.over > 0)
+            .map(|s| s.rise / s.over as f64)
+            .fold(None, |m: Option<f64>, r| Some(m.map_or(r, |m| m.max(r))))
+    }
+
+    /// Adds a point with `value` (and a new base first, when `rebase`).
+    fn accept(&mut self, slot: usize, value: f64, rebase: bool) {
+        let point = self.slots[slot].point;
+        if rebase {
+            // Earlier values no longer bound the mark.
+            for s in &mut self.slots {
+                s.value = None;
+            }
+        }
+        self.slots[slot].value = Some(value);
+        if rebase || value >= self.mark {
+            self.mark = value;
+            self.mark_point = point;
+        } else if self.mark_point + (WINDOW as u64) < self.points {
+            // The highest value left the window: the highest of those in it.
+            let (mark, mark_point) = self
+                .live()
+                .filter_map(|s| s.value.map(|v| (v, s.point)))
+                .fold(
+                    (f64::NEG_INFINITY, point),
+                    |m, x| if x.0 > m.0 { x } else { m },
+                );
+            self.mark = mark;
+            self.mark_point = mark_point;
+        }
+    }
+}
+
+/// What a reading turned out to be, before booking.
 enum Class {
-    Normal(f64),
-    Jitter,
-    Candidate { inc: f64, event: Quality },
+    /// A point; `inc` is the energy of its segment (before the bound's cap).
+    Point {
+        inc: f64,
+        event: Quality,
+        rebase: bool,
+        set_aside: Option<(f64, SetAside)>,
+    },
+    /// Left off the curve, with the energy it showed.
+    Dropped(f64),
 }
 
 impl Limits {
     fn tolerance(&self, h: f64) -> f64 {
-        self.jitter_abs.max(self.jitter_rel * h)
+        self.jitter_abs.max(self.jitter_rel * h.abs())
     }
 
-    /// Whether the register can have gained `inc` in `dt` µs; with unknown max power, whether
-    /// it is at most `cap`. Non-finite increments (absurd values) are never plausible.
-    fn could_gain(&self, inc: f64, dt: u64, cap: f64) -> bool {
-        inc.is_finite()
-            && match self.max_rate {
-                Some(rate) => inc <= rate * dt as f64 + self.jitter_abs,
-                None => inc <= cap,
-            }
+    /// The most energy the device can have delivered between `from` and reading `r` (whose
+    /// readings after it are `ahead`): `None` when nothing bounds it.
+    fn bound(&self, state: &State, from: i64, r: Sample, ahead: &Ahead, h: f64) -> Option<f64> {
+        let dt = r.t.abs_diff(from) as f64;
+        let tol = self.tolerance(h);
+        if let Some(max_rate) = self.max_rate {
+            return Some(max_rate * dt + tol);
+        }
+        self.evidence_rate(state, r, ahead)
+            .map(|rate| rate * dt + tol.max(EVIDENCE_FLOOR * h.abs()))
     }
 
-    /// Whether reading `(t, v)` continues the curve of `mark`.
-    fn fits(&self, mark: Mark, t: i64, v: f64) -> bool {
-        v >= mark.h - self.tolerance(mark.h)
-            && self.could_gain(v - mark.h, t.abs_diff(mark.t_h), f64::INFINITY)
+    /// The device's own evidence of how fast the register can rise (kWh/µs), with headroom.
+    fn evidence_rate(&self, state: &State, r: Sample, ahead: &Ahead) -> Option<f64> {
+        let rate = [state.max_rate(), ahead.rate_after(r)]
+            .into_iter()
+            .flatten()
+            .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))))
+            .map(|x| RATE_HEADROOM * x);
+        let power = ahead
+            .power(r)
+            .map(|kw| POWER_HEADROOM * kw / MICROS_PER_HOUR as f64);
+        match (rate, power) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
     }
 
-    fn classify(&self, mark: Mark, t: i64, v: f64) -> Class {
-        let dt = t.abs_diff(mark.t_h);
-        if v >= mark.h {
-            let inc = v - mark.h;
-            return if self.could_gain(inc, dt, f64::INFINITY) {
-                Class::Normal(inc)
+    fn classify(&self, state: &State, r: Sample, ahead: &Ahead) -> Class {
+        let h = state.mark;
+        let tol = self.tolerance(h);
+        let from = state.last_point;
+        if r.v >= h - tol && r.v <= h {
+            let event = if r.v < h {
+                Quality::JITTER
             } else {
-                // Implausible rise: if it persists the register was re-based, and the jump
-                // is not energy.
-                Class::Candidate {
-                    inc: 0.0,
-                    event: Quality::METER_CHANGE,
-                }
+                Quality::empty()
+            };
+            return Class::Point {
+                inc: 0.0,
+                event,
+                rebase: false,
+                set_aside: None,
             };
         }
-        if mark.h - v <= self.tolerance(mark.h) {
-            return Class::Jitter;
-        }
-        if let Some(modulus) = self.modulus {
-            let wrapped = (v - mark.h).rem_euclid(modulus);
-            if self.could_gain(wrapped, dt, self.reset_fraction * modulus) {
-                return Class::Candidate {
-                    inc: wrapped,
-                    event: Quality::ROLLOVER,
-                };
+        let next = ahead.next;
+        // R4: the neighbours agree (the next reading continues the curve plausibly) and this
+        // reading departs from their trajectory. Only a reading above the next one, or below
+        // the mark, can depart: the usual rise needs no more than its own bound.
+        let agree = || {
+            next.is_some_and(|n| {
+                n.v >= h - tol
+                    && self
+                        .bound(state, from, n, &Ahead::default(), h)
+                        .is_none_or(|b| n.v - h <= b)
+            })
+        };
+        let departs = |n: Sample| r.v > n.v + tol + (n.v - h).max(tol) || r.v < h - tol;
+        if r.v > h {
+            let inc = r.v - h;
+            let plausible = self
+                .bound(state, from, r, ahead, h)
+                .is_none_or(|b| inc <= b);
+            let normal = Class::Point {
+                inc,
+                event: Quality::empty(),
+                rebase: false,
+                set_aside: None,
+            };
+            let fell_back = next.is_some_and(|n| r.v > n.v + tol);
+            if plausible && !fell_back {
+                return normal;
             }
-        }
-        // A negative value cannot have accumulated from zero.
-        if v >= 0.0 && self.could_gain(v, dt, self.reset_fraction * mark.h) {
-            Class::Candidate {
-                inc: v,
-                event: Quality::RESET,
+            let agree = agree();
+            if agree && next.is_some_and(departs) {
+                return Class::Dropped(inc);
             }
+            if plausible {
+                return normal;
+            }
+            // R5: implausible over its own segment. Left by the next reading for the old
+            // curve: a spike; kept: a re-base; nothing after it yet: not energy.
+            return match next {
+                None => Class::Dropped(inc),
+                Some(n) if agree && n.v < r.v - tol => Class::Dropped(inc),
+                Some(_) => Class::Point {
+                    inc: 0.0,
+                    event: Quality::METER_CHANGE,
+                    rebase: true,
+                    set_aside: Some((inc, SetAside::Rebase)),
+                },
+            };
+        }
+        if agree() && next.is_some_and(departs) {
+            return Class::Dropped(0.0);
+        }
+        // A drop beyond the tolerance (the next reading did not come back); at the end of the
+        // data nothing confirms it.
+        if next.is_none() {
+            return Class::Dropped(0.0);
+        }
+        self.drop_class(state, r, ahead)
+    }
+
+    /// R3: rollover, reset or re-base.
+    fn drop_class(&self, state: &State, r: Sample, ahead: &Ahead) -> Class {
+        let h = state.mark;
+        let dt = r.t.abs_diff(state.last_point) as f64;
+        let tol = self.tolerance(h);
+        let rollover = self
+            .wrap
+            .filter(|&w| (0.0..w).contains(&r.v) && h < w)
+            .map(|w| (w - h) + r.v);
+        let reset = (r.v >= 0.0).then_some(r.v);
+        let hard = self.max_rate.map(|rate| rate * dt + tol);
+        let evidence = self
+            .evidence_rate(state, r, ahead)
+            .map(|rate| rate * dt + tol);
+        let shape = |inc: f64, is_rollover: bool| {
+            let f = self.reset_fraction;
+            if is_rollover {
+                self.wrap.is_some_and(|w| inc <= f * w)
+            } else {
+                inc <= f * h
+            }
+        };
+        // With a maximum power, physics decides; without, the device's evidence, and where
+        // there is none, the drop's shape: a fall to near zero is a reset, one near the wrap a
+        // rollover.
+        let plausible = |inc: f64, is_rollover: bool| match (hard, evidence) {
+            (Some(b), _) | (None, Some(b)) => inc <= b,
+            (None, None) => shape(inc, is_rollover),
+        };
+        let mut candidates: Vec<(f64, Quality)> =
+            [(rollover, Quality::ROLLOVER), (reset, Quality::RESET)]
+                .into_iter()
+                .filter_map(|(inc, q)| inc.map(|i| (i, q)))
+                .filter(|&(inc, q)| plausible(inc, q == Quality::ROLLOVER))
+                .collect();
+        // Evidence too thin to allow even a fall to near zero: the shape still reads it as a
+        // reset.
+        if candidates.is_empty() && hard.is_none() && reset.is_some_and(|v| shape(v, false)) {
+            candidates.push((r.v, Quality::RESET));
+        }
+        let point = |inc: f64, event: Quality, set_aside: Option<(f64, SetAside)>| Class::Point {
+            inc,
+            event,
+            rebase: true,
+            set_aside,
+        };
+        match candidates.as_slice() {
+            [] => {
+                let smallest = [rollover, reset]
+                    .into_iter()
+                    .flatten()
+                    .fold(f64::INFINITY, f64::min);
+                point(
+                    0.0,
+                    Quality::METER_CHANGE,
+                    smallest.is_finite().then_some((smallest, SetAside::Rebase)),
+                )
+            }
+            [(inc, event)] => point(*inc, *event, None),
+            [(roll, _), (res, _)] => {
+                // Both possible. A wrap the device's own rate explains is the natural reading
+                // of a drop near the top; otherwise the smaller increment, flagged, with the
+                // difference set aside.
+                if evidence.is_some_and(|b| *roll <= b) {
+                    point(*roll, Quality::ROLLOVER, None)
+                } else {
+                    let (small, large, event) = if roll <= res {
+                        (*roll, *res, Quality::ROLLOVER)
+                    } else {
+                        (*res, *roll, Quality::RESET)
+                    };
+                    point(
+                        small,
+                        event.union(Quality::AMBIGUOUS),
+                        Some((large - small, SetAside::Ambiguous)),
+                    )
+                }
+            }
+            _ => unreachable!("two candidates at most"),
+        }
+    }
+
+    /// Whether reading `r` is back on the curve that `episode` left (R6).
+    fn returns(&self, episode: &Episode, r: Sample, ahead: &Ahead) -> bool {
+        let before = &episode.before;
+        let h = before.mark;
+        let tol = self.tolerance(h);
+        let away = if episode.up {
+            r.v < episode.level - tol
         } else {
-            Class::Candidate {
-                inc: 0.0,
-                event: Quality::METER_CHANGE,
-            }
+            r.v > episode.level + tol
+        };
+        away && r.v >= h - tol
+            && self
+                .bound(before, before.last_point, r, ahead, h)
+                .is_none_or(|b| r.v - h <= b)
+    }
+
+    /// Books `inc` on a segment of `dt` µs ending at the point in `slot`: with a maximum power,
+    /// at most the bound, older carries first; what does not fit is carried.
+    fn book(&self, state: &mut State, slot: usize, inc: f64, dt: u64) -> f64 {
+        let Some(max_rate) = self.max_rate else {
+            return inc;
+        };
+        let mut room = max_rate * dt as f64;
+        let mut booked = 0.0;
+        // Older carries, oldest first (rare: most segments fit their bound).
+        while room > 0.0 && state.carried > 0.0 {
+            let oldest = (0..WINDOW)
+                .filter(|&i| i != slot && state.slots[i].carry > 0.0)
+                .min_by_key(|&i| state.slots[i].point);
+            let Some(i) = oldest else { break };
+            let take = state.slots[i].carry.min(room);
+            state.slots[i].carry -= take;
+            state.carried -= take;
+            room -= take;
+            booked += take;
+        }
+        let take = inc.min(room);
+        state.slots[slot].carry = inc - take;
+        state.carried = (state.carried + inc - take).max(0.0);
+        booked + take
+    }
+}
+
+/// A re-base, reset or rollover that a return to the old curve within [`WINDOW`] readings
+/// revokes.
+#[derive(Debug, Clone)]
+struct Episode {
+    start: u64,
+    /// The state before the episode's first reading.
+    before: State,
+    /// The value the register moved to.
+    level: f64,
+    up: bool,
+    /// How much of the pending output predates the episode.
+    output_before: usize,
+    /// Readings of the episode so far, and what each showed beyond the old curve.
+    readings: Vec<(i64, f64)>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Output {
+    Point(i64, f64, Quality),
+    SetAside(i64, f64, SetAside),
+    Dropped(i64),
+}
+
+impl Output {
+    fn emit<S: CurveSink>(self, sink: &mut S) {
+        match self {
+            Output::Point(t, inc, event) => sink.point(t, inc, event),
+            Output::SetAside(t, energy, reason) => sink.set_aside(t, energy, reason),
+            Output::Dropped(t) => sink.dropped(t),
         }
     }
 }
@@ -120,8 +513,15 @@ impl Limits {
 #[derive(Debug, Clone)]
 pub(crate) struct Register {
     limits: Limits,
-    mark: Option<Mark>,
-    pending: Option<Candidate>,
+    state: Option<State>,
+    /// The latest readings (up to three, oldest first), each decided once the two after it
+    /// have arrived (or at the end).
+    held: [Sample; 3],
+    held_len: usize,
+    next_index: u64,
+    /// Open episodes, oldest first; while there are any, output waits in `pending`.
+    episodes: Vec<Episode>,
+    pending: Vec<Output>,
 }
 
 impl Register {
@@ -131,57 +531,193 @@ impl Register {
                 jitter_abs: params.jitter_kwh,
                 jitter_rel: params.jitter_rel,
                 reset_fraction: params.reset_fraction,
-                modulus: params.register_max_kwh,
+                wrap: params.register_wrap_kwh(),
                 max_rate: params
                     .max_power_kw
                     .map(|kw| kw * HEADROOM / MICROS_PER_HOUR as f64),
             },
-            mark: None,
-            pending: None,
+            state: None,
+            held: [Sample {
+                t: 0,
+                v: 0.0,
+                power_kw: None,
+            }; 3],
+            held_len: 0,
+            next_index: 0,
+            episodes: Vec::new(),
+            pending: Vec::new(),
         }
     }
 
     /// Takes the next reading; `t` must be later than every earlier one and `v` finite.
-    pub(crate) fn push<S: CurveSink>(&mut self, t: i64, v: f64, sink: &mut S) {
-        let Some(mut mark) = self.mark else {
-            self.mark = Some(Mark { h: v, t_h: t });
-            sink.point(t, 0.0, Quality::empty());
+    pub(crate) fn push<S: CurveSink>(&mut self, sample: Sample, sink: &mut S) {
+        let index = self.next_index;
+        self.next_index += 1;
+        if self.state.is_none() {
+            // The first reading starts the curve.
+            self.state = Some(State::first(sample.t, sample.v));
+            sink.point(sample.t, 0.0, Quality::empty());
+            return;
+        }
+        self.held[self.held_len] = sample;
+        self.held_len += 1;
+        if self.held_len == 3 {
+            let [r, next, then] = self.held;
+            let ahead = Ahead {
+                next: Some(next),
+                then: Some(then),
+            };
+            self.decide(index - 2, r, &ahead, sink);
+            self.held[0] = next;
+            self.held[1] = then;
+            self.held_len = 2;
+        }
+    }
+
+    /// End of data: the last readings have fewer (or no) readings after them to confirm them.
+    pub(crate) fn finish<S: CurveSink>(&mut self, sink: &mut S) {
+        let held = self.held;
+        let n = self.held_len;
+        self.held_len = 0;
+        for i in 0..n {
+            let ahead = Ahead {
+                next: (i + 1 < n).then(|| held[i + 1]),
+                then: (i + 2 < n).then(|| held[i + 2]),
+            };
+            self.decide(self.next_index - (n - i) as u64, held[i], &ahead, sink);
+        }
+        self.episodes.clear();
+        for out in self.pending.drain(..) {
+            out.emit(sink);
+        }
+    }
+
+    fn output<S: CurveSink>(&mut self, out: Output, sink: &mut S) {
+        if self.episodes.is_empty() {
+            out.emit(sink);
+        } else {
+            self.pending.push(out);
+        }
+    }
+
+    fn decide<S: CurveSink>(&mut self, index: u64, r: Sample, ahead: &Ahead, sink: &mut S) {
+        if !self.episodes.is_empty() {
+            // Episodes older than the window are final.
+            self.episodes.retain(|e| e.start + WINDOW as u64 >= index);
+            if !self.episodes.is_empty() {
+                self.revoke_if_returned(r, ahead);
+            }
+            if self.episodes.is_empty() {
+                for out in self.pending.drain(..) {
+                    out.emit(sink);
+                }
+            }
+        }
+        let state = self
+            .state
+            .as_ref()
+            .expect("decided after the first reading");
+        match self.limits.classify(state, r, ahead) {
+            Class::Dropped(showed) => {
+                self.output(Output::Dropped(r.t), sink);
+                self.output(Output::SetAside(r.t, showed, SetAside::Spike), sink);
+                for e in &mut self.episodes {
+                    e.readings.push((r.t, showed));
+                }
+            }
+            Class::Point {
+                inc,
+                event,
+                rebase,
+                set_aside,
+            } => {
+                let state = self
+                    .state
+                    .as_mut()
+                    .expect("decided after the first reading");
+                let h = state.mark;
+                let before = rebase.then_some(*state);
+                let dt = r.t.abs_diff(state.last_point);
+                // The point takes the slot of the one WINDOW points back, whose carry, if any,
+                // found no room within the window.
+                let slot = state.points as usize % WINDOW;
+                let expired = std::mem::replace(
+                    &mut state.slots[slot],
+                    Slot {
+                        point: state.points,
+                        ..EMPTY
+                    },
+                );
+                state.points += 1;
+                if expired.carry > 0.0 {
+                    state.carried = (state.carried - expired.carry).max(0.0);
+                }
+                let booked = self.limits.book(state, slot, inc, dt);
+                // Evidence of how fast the register rises: from where the mark was raised.
+                state.slots[slot].rise = inc;
+                state.slots[slot].over = r.t.abs_diff(state.mark_time);
+                state.accept(slot, r.v, rebase);
+                state.last_point = r.t;
+                if inc > 0.0 || rebase {
+                    state.mark_time = r.t;
+                }
+                if expired.carry > 0.0 {
+                    self.output(
+                        Output::SetAside(r.t, expired.carry, SetAside::Implausible),
+                        sink,
+                    );
+                }
+                for e in &mut self.episodes {
+                    e.readings.push((r.t, 0.0));
+                }
+                if let Some(before) = before {
+                    self.episodes.push(Episode {
+                        start: index,
+                        before,
+                        level: r.v,
+                        up: r.v > h,
+                        output_before: self.pending.len(),
+                        // Revoked, a jump showed its rise as a spike; a drop showed nothing.
+                        readings: vec![(
+                            r.t,
+                            if r.v > h {
+                                set_aside.map_or(0.0, |s| s.0)
+                            } else {
+                                0.0
+                            },
+                        )],
+                    });
+                }
+                self.output(Output::Point(r.t, booked, event), sink);
+                if let Some((energy, reason)) = set_aside {
+                    self.output(Output::SetAside(r.t, energy, reason), sink);
+                }
+            }
+        }
+    }
+
+    /// R6: a reading back on the curve that an open episode left revokes that episode (and
+    /// every later one): its readings become a dip of the old curve.
+    fn revoke_if_returned(&mut self, r: Sample, ahead: &Ahead) {
+        let Some(position) = self
+            .episodes
+            .iter()
+            .position(|e| self.limits.returns(e, r, ahead))
+        else {
             return;
         };
-        if let Some(candidate) = self.pending.take() {
-            if self.limits.fits(mark, t, v) {
-                sink.spike_dropped(candidate.t);
-            } else {
-                mark = confirm(candidate, sink);
-            }
+        let episode = self.episodes[position].clone();
+        self.episodes.truncate(position);
+        self.pending.truncate(episode.output_before);
+        for &(t, showed) in &episode.readings {
+            self.pending.push(Output::Dropped(t));
+            self.pending
+                .push(Output::SetAside(t, showed, SetAside::Spike));
         }
-        match self.limits.classify(mark, t, v) {
-            Class::Normal(inc) => {
-                mark = Mark { h: v, t_h: t };
-                sink.point(t, inc, Quality::empty());
-            }
-            // A dip that recovers is counted once: h stays, so the recovery adds nothing.
-            Class::Jitter => sink.point(t, 0.0, Quality::JITTER),
-            Class::Candidate { inc, event } => {
-                self.pending = Some(Candidate { t, v, inc, event });
-            }
+        for e in &mut self.episodes {
+            e.readings.extend_from_slice(&episode.readings);
         }
-        self.mark = Some(mark);
-    }
-
-    /// End of data: a pending candidate has no next reading to refute it, so it stands.
-    pub(crate) fn finish<S: CurveSink>(&mut self, sink: &mut S) {
-        if let Some(candidate) = self.pending.take() {
-            self.mark = Some(confirm(candidate, sink));
-        }
-    }
-}
-
-fn confirm<S: CurveSink>(candidate: Candidate, sink: &mut S) -> Mark {
-    sink.point(candidate.t, candidate.inc, candidate.event);
-    Mark {
-        h: candidate.v,
-        t_h: candidate.t,
+        self.state = Some(episode.before);
     }
 }
 
@@ -195,15 +731,22 @@ pub(crate) mod tests {
         /// (t, cumulative C, event flags)
         pub(crate) points: Vec<(i64, f64, Quality)>,
         pub(crate) dropped: Vec<i64>,
+        pub(crate) set_aside: Vec<(i64, f64, SetAside)>,
     }
 
     impl CurveSink for Recorder {
         fn point(&mut self, t: i64, inc: f64, event: Quality) {
             assert!(inc >= 0.0, "negative increment {inc} at {t}");
+            if let Some(&(last, _, _)) = self.points.last() {
+                assert!(t > last, "point at {t} after {last}");
+            }
             let c = self.points.last().map_or(0.0, |p| p.1) + inc;
             self.points.push((t, c, event));
         }
-        fn spike_dropped(&mut self, t: i64) {
+        fn set_aside(&mut self, t: i64, energy: f64, reason: SetAside) {
+            self.set_aside.push((t, energy, reason));
+        }
+        fn dropped(&mut self, t: i64) {
             self.dropped.push(t);
         }
     }
@@ -228,7 +771,14 @@ pub(crate) mod tests {
         let mut register = Register::new(params);
         let mut recorder = Recorder::default();
         for &(minute, v) in readings {
-            register.push(minute * MIN, v, &mut recorder);
+            register.push(
+                Sample {
+                    t: minute * MIN,
+                    v,
+                    power_kw: None,
+                },
+                &mut recorder,
+            );
         }
         register.finish(&mut recorder);
         recorder
@@ -243,7 +793,7 @@ pub(crate) mod tests {
     }
 
     fn events(recorder: &Recorder) -> Vec<(i64, Quality)> {
-        recorder
+        let mut events: Vec<(i64, Quality)> = recorder
             .points
             .iter()
             .filter(|p| !p.2.is_empty())
@@ -254,6 +804,17 @@ pub(crate) mod tests {
                     .iter()
                     .map(|&t| (t / MIN, Quality::SPIKE_DROPPED)),
             )
+            .collect();
+        events.sort_by_key(|e| e.0);
+        events
+    }
+
+    fn set_aside(recorder: &Recorder) -> Vec<(i64, f64, SetAside)> {
+        recorder
+            .set_aside
+            .iter()
+            .filter(|s| s.1 > 0.0)
+            .map(|&(t, e, r)| (t / MIN, (e * 1e9).round() / 1e9, r))
             .collect()
     }
 
@@ -293,25 +854,30 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn rollover_with_known_modulus() {
+    fn rollover_at_the_registers_largest_value() {
+        // The register shows at most 99,999.9 and 0.0 after it (F8: the wrap step counts).
         for max_power_kw in [None, Some(100.0)] {
             let params = Params {
                 max_power_kw,
-                register_max_kwh: Some(100_000.0),
+                register_max_kwh: Some(99_999.9),
                 ..Params::default()
             };
+            let r = run(&params, &[(0, 99_999.8), (30, 0.1), (60, 0.4)]);
+            assert_eq!(curve(&r), [(0, 0.0), (30, 0.3), (60, 0.6)]);
+            assert_eq!(events(&r), [(30, Quality::ROLLOVER)]);
             let r = run(&params, &[(0, 99_990.0), (30, 5.0), (60, 8.0)]);
             assert_eq!(curve(&r), [(0, 0.0), (30, 15.0), (60, 18.0)]);
-            assert_eq!(events(&r), [(30, Quality::ROLLOVER)]);
         }
-        // At 100 kW, 5 minutes allow 9.7 kWh: too little for the 15 kWh wrap, enough for 5
-        // kWh from zero.
+        // At 50 kW, 5 minutes allow 4.6 kWh, and the register's tolerance 10 more: too little
+        // for the 15 kWh wrap, enough for 5 kWh from zero.
         let params = Params {
-            register_max_kwh: Some(100_000.0),
-            ..with_power(100.0)
+            register_max_kwh: Some(99_999.9),
+            ..with_power(50.0)
         };
+        // (5 kWh in 5 minutes is more than 50 kW allow: the segment books 4.58, the next one
+        // the rest.)
         let r = run(&params, &[(0, 99_990.0), (5, 5.0), (10, 8.0)]);
-        assert_eq!(curve(&r), [(0, 0.0), (5, 5.0), (10, 8.0)]);
+        assert_eq!(curve(&r), [(0, 0.0), (5, 4.583333333), (10, 8.0)]);
         assert_eq!(events(&r), [(5, Quality::RESET)]);
     }
 
@@ -326,7 +892,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn reset_without_max_power_uses_reset_fraction() {
+    fn reset_without_max_power_is_judged_by_the_devices_rate() {
         let r = run(&Params::default(), &[(0, 1000.0), (30, 5.0), (60, 8.0)]);
         assert_eq!(curve(&r), [(0, 0.0), (30, 5.0), (60, 8.0)]);
         assert_eq!(events(&r), [(30, Quality::RESET)]);
@@ -334,13 +900,14 @@ pub(crate) mod tests {
 
     #[test]
     fn replacement_meter_is_rebased_not_counted() {
-        // Without max power: 3000 is more than 10% of 5000, so not a reset.
+        // 3,000 kWh in 30 minutes is far beyond what the meter shows it does (2 kWh then).
         let r = run(
             &Params::default(),
             &[(0, 5000.0), (30, 3000.0), (60, 3002.0)],
         );
         assert_eq!(curve(&r), [(0, 0.0), (30, 0.0), (60, 2.0)]);
         assert_eq!(events(&r), [(30, Quality::METER_CHANGE)]);
+        assert_eq!(set_aside(&r), [(30, 3000.0, SetAside::Rebase)]);
         // With max power: 500 kWh cannot accumulate from zero in 30 minutes at 100 kW.
         let r = run(&with_power(100.0), &[(0, 5000.0), (30, 500.0), (60, 502.0)]);
         assert_eq!(curve(&r), [(0, 0.0), (30, 0.0), (60, 2.0)]);
@@ -352,22 +919,26 @@ pub(crate) mod tests {
         );
         assert_eq!(curve(&r), [(0, 0.0), (30, 0.0), (60, 2.0)]);
         assert_eq!(events(&r), [(30, Quality::METER_CHANGE)]);
+        assert_eq!(set_aside(&r), [(30, 8500.0, SetAside::Rebase)]);
     }
 
     #[test]
-    fn upward_spike_is_dropped_with_max_power() {
-        let r = run(
-            &with_power(100.0),
-            &[
-                (0, 100.0),
-                (30, 105.0),
-                (35, 9999.0),
-                (40, 106.0),
-                (45, 107.0),
-            ],
-        );
-        assert_eq!(curve(&r), [(0, 0.0), (30, 5.0), (40, 6.0), (45, 7.0)]);
-        assert_eq!(events(&r), [(35, Quality::SPIKE_DROPPED)]);
+    fn upward_spike_is_dropped_with_or_without_max_power() {
+        for params in [Params::default(), with_power(100.0)] {
+            let r = run(
+                &params,
+                &[
+                    (0, 100.0),
+                    (30, 105.0),
+                    (35, 9999.0),
+                    (40, 106.0),
+                    (45, 107.0),
+                ],
+            );
+            assert_eq!(curve(&r), [(0, 0.0), (30, 5.0), (40, 6.0), (45, 7.0)]);
+            assert_eq!(events(&r), [(35, Quality::SPIKE_DROPPED)]);
+            assert_eq!(set_aside(&r), [(35, 9894.0, SetAside::Spike)]);
+        }
     }
 
     #[test]
@@ -380,31 +951,21 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn candidate_at_end_of_data_is_confirmed() {
-        let r = run(&Params::default(), &[(0, 1000.0), (30, 5.0)]);
-        assert_eq!(curve(&r), [(0, 0.0), (30, 5.0)]);
-        assert_eq!(events(&r), [(30, Quality::RESET)]);
+    fn an_unconfirmed_last_reading_is_not_energy() {
+        let r = run(&Params::default(), &[(0, 100.0), (30, 110.0), (35, 9999.0)]);
+        assert_eq!(curve(&r), [(0, 0.0), (30, 10.0)]);
+        assert_eq!(events(&r), [(35, Quality::SPIKE_DROPPED)]);
+        let r = run(&Params::default(), &[(0, 1000.0), (30, 1010.0), (60, 5.0)]);
+        assert_eq!(curve(&r), [(0, 0.0), (30, 10.0)]);
     }
 
     #[test]
-    fn reading_after_dropped_candidate_can_be_a_candidate() {
-        // 0 is a glitch (101 continues the old curve); 2 then resets and 3 confirms it.
+    fn a_confirmed_reset_then_jitter_against_the_new_mark() {
         let r = run(
             &Params::default(),
-            &[(0, 100.0), (5, 0.0), (10, 101.0), (15, 2.0), (20, 3.0)],
+            &[(0, 1000.0), (30, 5.0), (60, 4.8), (90, 6.0)],
         );
-        assert_eq!(curve(&r), [(0, 0.0), (10, 1.0), (15, 3.0), (20, 4.0)]);
-        assert_eq!(
-            events(&r),
-            [(15, Quality::RESET), (5, Quality::SPIKE_DROPPED)]
-        );
-    }
-
-    #[test]
-    fn confirmed_candidate_then_next_reading_classified_against_new_mark() {
-        // 5 resets; 4 is within jitter tolerance of the new mark 5.
-        let r = run(&Params::default(), &[(0, 1000.0), (30, 5.0), (60, 4.8)]);
-        assert_eq!(curve(&r), [(0, 0.0), (30, 5.0), (60, 5.0)]);
+        assert_eq!(curve(&r), [(0, 0.0), (30, 5.0), (60, 5.0), (90, 6.0)]);
         assert_eq!(events(&r), [(30, Quality::RESET), (60, Quality::JITTER)]);
     }
 
@@ -416,17 +977,52 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn plausibility_is_measured_from_the_high_water_mark_time() {
-        // At 100 kW, 60 minutes allow 100 * 1.1 + 0.5 = 110.5 kWh; the jitter reading at 30
-        // does not shorten that interval.
-        let r = run(&with_power(100.0), &[(0, 0.0), (30, -0.1), (60, 110.4)]);
-        assert_eq!(curve(&r), [(0, 0.0), (30, 0.0), (60, 110.4)]);
-        let r = run(&with_power(100.0), &[(0, 0.0), (60, 110.6)]);
-        assert_eq!(curve(&r), [(0, 0.0), (60, 0.0)]);
-        assert_eq!(events(&r), [(60, Quality::METER_CHANGE)]);
-        // A persisting implausible rise re-bases the curve.
-        let r = run(&with_power(100.0), &[(0, 0.0), (60, 500.0), (90, 502.0)]);
-        assert_eq!(curve(&r), [(0, 0.0), (60, 0.0), (90, 2.0)]);
-        assert_eq!(events(&r), [(60, Quality::METER_CHANGE)]);
+    fn plausibility_is_judged_on_the_segment_the_energy_is_booked_on() {
+        // R2: the jitter reading at 30 says the register was still at 0 then; 110.4 kWh in the
+        // 30 minutes after it is beyond 100 kW (55.5 kWh with headroom and tolerance).
+        let r = run(
+            &with_power(100.0),
+            &[(0, 0.0), (30, -0.1), (60, 110.4), (90, 111.0)],
+        );
+        assert_eq!(curve(&r), [(0, 0.0), (30, 0.0), (60, 0.0), (90, 0.6)]);
+        assert_eq!(
+            events(&r),
+            [(30, Quality::JITTER), (60, Quality::METER_CHANGE)]
+        );
+        // Without the dip, 60 minutes allow it: 110 kWh are booked by 60 (100 kW with
+        // headroom), the 0.4 within the tolerance on the next segment.
+        let r = run(&with_power(100.0), &[(0, 0.0), (60, 110.4), (90, 111.0)]);
+        assert_eq!(curve(&r), [(0, 0.0), (60, 110.0), (90, 111.0)]);
+        assert_eq!(set_aside(&r), []);
+    }
+
+    #[test]
+    fn no_segment_books_more_than_the_maximum_power() {
+        // A dip's recovery shows 0.6 kWh in 10 s at 100 kW (0.31 kWh allowed): within the
+        // tolerance, so energy, but booked as the following segments have room for it.
+        let params = with_power(100.0);
+        let readings: Vec<(i64, f64)> = (0..20)
+            .map(|i| (i, 100.0 + 1.5 * i as f64 - if i == 4 { 0.5 } else { 0.0 }))
+            .collect();
+        let mut register = Register::new(&params);
+        let mut r = Recorder::default();
+        for &(minute, v) in &readings {
+            register.push(
+                Sample {
+                    t: minute * MIN,
+                    v,
+                    power_kw: None,
+                },
+                &mut r,
+            );
+        }
+        register.finish(&mut r);
+        let cap = 100.0 * HEADROOM / 60.0;
+        for pair in r.points.windows(2) {
+            let minutes = (pair[1].0 - pair[0].0) as f64 / MIN as f64;
+            assert!(pair[1].1 - pair[0].1 <= cap * minutes + 1e-9, "{pair:?}");
+        }
+        let total = r.points.last().unwrap().1;
+        assert!((total - 1.5 * 19.0).abs() < 1e-9, "{total}");
     }
 }
