@@ -559,32 +559,34 @@ impl Register {
             sink.point(sample.t, 0.0, Quality::empty());
             return;
         }
-        self.held[self.held_len] = sample;
+        // A ring of three: the reading two back is decided now, with the two after it.
+        self.held[index as usize % 3] = sample;
         self.held_len += 1;
         if self.held_len == 3 {
-            let [r, next, then] = self.held;
+            let r = self.held[(index as usize + 1) % 3];
             let ahead = Ahead {
-                next: Some(next),
-                then: Some(then),
+                next: Some(self.held[(index as usize + 2) % 3]),
+                then: Some(sample),
             };
             self.decide(index - 2, r, &ahead, sink);
-            self.held[0] = next;
-            self.held[1] = then;
             self.held_len = 2;
         }
     }
 
     /// End of data: the last readings have fewer (or no) readings after them to confirm them.
     pub(crate) fn finish<S: CurveSink>(&mut self, sink: &mut S) {
-        let held = self.held;
-        let n = self.held_len;
+        let n = self.held_len as u64;
         self.held_len = 0;
-        for i in 0..n {
+        let ring = self.held;
+        let held = |k: u64| ring[k as usize % 3];
+        let first = self.next_index - n;
+        for index in first..self.next_index {
             let ahead = Ahead {
-                next: (i + 1 < n).then(|| held[i + 1]),
-                then: (i + 2 < n).then(|| held[i + 2]),
+                next: (index + 1 < self.next_index).then(|| held(index + 1)),
+                then: (index + 2 < self.next_index).then(|| held(index + 2)),
             };
-            self.decide(self.next_index - (n - i) as u64, held[i], &ahead, sink);
+            let r = held(index);
+            self.decide(index, r, &ahead, sink);
         }
         self.episodes.clear();
         for out in self.pending.drain(..) {
