@@ -44,18 +44,27 @@ run_pgrx_tests() {
 # A client of the test stack for as long as the pgrx tests run: ten requests a second, every
 # answer that is not a 200 recorded. Installing and running another build must not reach it.
 PROBE_LOG=$TEST_HOME/probe.log
+PROBE_PID=
 start_probe() {
-    in_test_stack "while :; do
-                       code=\$(curl -s -o /dev/null -w '%{http_code}' -m 10 -H \"apikey: \$FLUX_ANON_KEY\" \\
-                           \"http://127.0.0.1:\$FLUX_PORT/rest/v1/market_data?limit=1\")
-                       echo \"\$(date +%T.%N) \$code\"
-                       sleep 0.1
-                   done" >"$PROBE_LOG" 2>&1 &
+    # The loop's shell is the background job itself, so that killing $! stops it.
+    # shellcheck disable=SC2016 # expanded by the probe's shell
+    FLUX_HOME=$TEST_HOME FLUX_PORT=$TEST_PORT bash -c "source '$FLUX_ROOT/stack/lib.sh'; load_secrets"'
+        while :; do
+            code=$(curl -s -o /dev/null -w "%{http_code}" -m 10 -H "apikey: $FLUX_ANON_KEY" \
+                "http://127.0.0.1:$FLUX_PORT/rest/v1/market_data?limit=1")
+            echo "$(date +%T.%N) $code"
+            sleep 0.1
+        done' >"$PROBE_LOG" 2>&1 &
     PROBE_PID=$!
 }
-stop_probe() {
-    kill "$PROBE_PID"
+kill_probe() {
+    [[ -n $PROBE_PID ]] || return 0
+    kill "$PROBE_PID" 2>/dev/null || true
     wait "$PROBE_PID" 2>/dev/null || true
+    PROBE_PID=
+}
+stop_probe() {
+    kill_probe
     local total failed
     total=$(wc -l <"$PROBE_LOG")
     failed=$(grep -cv ' 200$' "$PROBE_LOG" || true)
@@ -114,7 +123,7 @@ main() {
     step "bringing up the test stack"
     stop_test_stack
     rm -rf "$TEST_HOME"
-    trap stop_test_stack EXIT
+    trap 'kill_probe; stop_test_stack' EXIT
     env "${TEST_STACK[@]}" FLUX_QUIET=1 "$FLUX_ROOT/stack/up.sh"
     check_sql_surface
     # The systemd units of the stack render, and systemd-analyze (where present) accepts them.
