@@ -70,14 +70,6 @@ END
 $$;
 DROP FUNCTION flux_internal.energy_metadata_error(jsonb);
 
--- The claims are read once per statement, not once per inserted row.
-ALTER POLICY insert_at_claimed_sites ON flux.mg_bess_readings
-    WITH CHECK (EXISTS (SELECT FROM flux.mg_device_registry d
-                        WHERE d.id = device_id AND d.site = ANY ((SELECT flux_internal.claimed_sites())::text[])));
-ALTER POLICY insert_at_claimed_sites ON flux.mg_meter_readings
-    WITH CHECK (EXISTS (SELECT FROM flux.mg_device_registry d
-                        WHERE d.id = device_id AND d.site = ANY ((SELECT flux_internal.claimed_sites())::text[])));
-
 -- Energy, physics first: meter_energy_buckets reports the energy set aside per bucket (and the
 -- flags implausible and ambiguous); meter_energy_set_aside sums it per device and reason.
 DROP FUNCTION flux.meter_energy_buckets(timestamptz, timestamptz, interval, uuid[]);
@@ -122,37 +114,838 @@ AS 'MODULE_PATHNAME', 'meter_energy_set_aside_wrapper';
 COMMENT ON FUNCTION flux.meter_energy_set_aside(timestamptz, timestamptz, uuid[]) IS
     'Per device, register and reason (spike, re-base, implausible, ambiguous), the energy set aside over [start_time, end_time) in kWh, beside the energy booked: a misconfigured meter shows here.';
 
--- Sane magnitudes (R9): each table is checked in one scan. Rows stored before, beyond the new
--- bounds, leave the constraints NOT VALID (with a warning) rather than failing the update;
--- the energy functions ignore such values.
+-- Time partitions. The reading tables and market_data are rebuilt as partitioned tables
+-- (sql/tables.sql) and filled partition by partition from the 0.1.0 tables, which are then
+-- dropped. All in the update's one transaction: the three tables are locked ACCESS EXCLUSIVE
+-- from here to the commit, so nobody reads or writes them meanwhile (README: Upgrades).
+
+-- Every stored row must fit 0.2.0's bounds (sql/tables.sql). Refuse the update, with the
+-- query that finds the rows, rather than lose or change any.
 DO $bounds$
 DECLARE
-    change record;
+    check_sql record;
+    n bigint;
 BEGIN
-    FOR change IN VALUES
-        ('flux.mg_bess_readings', 'DROP CONSTRAINT target_power_finite',
-         'ADD CONSTRAINT target_power_in_range CHECK (target_power BETWEEN -1e9 AND 1e9)'),
+    FOR check_sql IN VALUES
+        ('flux.mg_bess_readings', 'NOT (target_power BETWEEN -1e9 AND 1e9)'),
         ('flux.mg_meter_readings',
-         'DROP CONSTRAINT power_total_active_finite, DROP CONSTRAINT energy_imported_active_not_negative, '
-         'DROP CONSTRAINT energy_exported_active_not_negative, DROP CONSTRAINT voltage_line_average_finite, '
-         'DROP CONSTRAINT current_phase_average_finite',
-         'ADD CONSTRAINT power_total_active_in_range CHECK (power_total_active BETWEEN -1e9 AND 1e9)%s, '
-         'ADD CONSTRAINT energy_imported_active_in_range CHECK (energy_imported_active BETWEEN 0 AND 1e12)%s, '
-         'ADD CONSTRAINT energy_exported_active_in_range CHECK (energy_exported_active BETWEEN 0 AND 1e12)%s, '
-         'ADD CONSTRAINT voltage_line_average_in_range CHECK (voltage_line_average BETWEEN -1e9 AND 1e9)%s, '
-         'ADD CONSTRAINT current_phase_average_in_range CHECK (current_phase_average BETWEEN -1e9 AND 1e9)'),
-        ('flux.market_data', 'DROP CONSTRAINT market_data_value_finite',
-         'ADD CONSTRAINT market_data_value_in_range CHECK (value BETWEEN -1e12 AND 1e12)')
+         'NOT (power_total_active BETWEEN -1e9 AND 1e9) OR NOT (energy_imported_active BETWEEN 0 AND 1e12) '
+         'OR NOT (energy_exported_active BETWEEN 0 AND 1e12) OR NOT (voltage_line_average BETWEEN -1e9 AND 1e9) '
+         'OR NOT (current_phase_average BETWEEN -1e9 AND 1e9)'),
+        ('flux.market_data', 'NOT (value BETWEEN -1e12 AND 1e12)')
     LOOP
-        BEGIN
-            EXECUTE format('ALTER TABLE %s %s, %s', change.column1, change.column2,
-                           replace(change.column3, '%s', ''));
-        EXCEPTION WHEN check_violation THEN
-            EXECUTE format('ALTER TABLE %s %s, %s NOT VALID', change.column1, change.column2,
-                           replace(change.column3, '%s', ' NOT VALID'));
-            RAISE WARNING 'flux: stored rows of % lie beyond the bounds of 0.2.0: %', change.column1, SQLERRM
-                USING HINT = 'The constraints stay NOT VALID; correct or delete those rows, then VALIDATE CONSTRAINT.';
-        END;
+        EXECUTE format('SELECT count(*) FROM %s WHERE %s', check_sql.column1, check_sql.column2) INTO n;
+        IF n > 0 THEN
+            RAISE EXCEPTION 'flux 0.2.0: % rows of % lie beyond its bounds', n, check_sql.column1
+                USING ERRCODE = '23514',
+                      HINT = format('Correct or delete them, then update again. They are: SELECT * FROM %s WHERE %s',
+                                    check_sql.column1, check_sql.column2);
+        END IF;
     END LOOP;
 END
 $bounds$;
+
+ALTER TABLE flux.mg_bess_readings SET SCHEMA flux_internal;
+ALTER TABLE flux_internal.mg_bess_readings RENAME TO mg_bess_readings_0_1_0;
+ALTER TABLE flux.mg_meter_readings SET SCHEMA flux_internal;
+ALTER TABLE flux_internal.mg_meter_readings RENAME TO mg_meter_readings_0_1_0;
+ALTER TABLE flux.market_data SET SCHEMA flux_internal;
+ALTER TABLE flux_internal.market_data RENAME TO market_data_0_1_0;
+
+-- The partitions live in a schema of their own, outside the API: clients only ever see the
+-- partitioned tables, whose policies and grants apply to every partition.
+CREATE SCHEMA flux_partitions;
+COMMENT ON SCHEMA flux_partitions IS
+    'Time partitions of the flux tables, created and dropped by flux.run_maintenance(). Not part of the API.';
+
+CREATE TABLE flux.mg_bess_readings (
+    id                        uuid             NOT NULL DEFAULT gen_random_uuid(),
+    time                      timestamptz      NOT NULL,
+    device_id                 uuid             NOT NULL,
+    soe                       double precision,
+    target_power              double precision,
+    available_inverter_blocks integer,
+    command_source            integer,
+    created_at                timestamptz      NOT NULL DEFAULT now(),
+    CONSTRAINT mg_bess_readings_pkey PRIMARY KEY (device_id, time),
+    -- Deleting a device that still has readings is refused (409), never cascaded. Inserts are
+    -- checked once per statement instead of once per row (sql/references.sql).
+    CONSTRAINT mg_bess_readings_device_id_fkey FOREIGN KEY (device_id)
+        REFERENCES flux.mg_device_registry (id) ON UPDATE CASCADE ON DELETE RESTRICT,
+    CONSTRAINT time_between_years_1_and_9999
+        CHECK (time >= '0001-01-01 00:00+00' AND time < '10000-01-01 00:00+00'),
+    CONSTRAINT soe_between_0_and_100 CHECK (soe >= 0 AND soe <= 100),
+    CONSTRAINT target_power_in_range CHECK (target_power BETWEEN -1e9 AND 1e9),
+    CONSTRAINT available_inverter_blocks_not_negative CHECK (available_inverter_blocks >= 0)
+) PARTITION BY RANGE (time);
+CREATE INDEX mg_bess_readings_time_idx ON flux.mg_bess_readings (time);
+CREATE TABLE flux_partitions.mg_bess_readings_default PARTITION OF flux.mg_bess_readings DEFAULT;
+
+COMMENT ON TABLE flux.mg_bess_readings IS 'Battery energy storage system telemetry, one row per device and time.';
+COMMENT ON COLUMN flux.mg_bess_readings.soe IS 'State of energy, % (0-100)';
+COMMENT ON COLUMN flux.mg_bess_readings.target_power IS 'Power set-point, kW (negative = charging)';
+
+CREATE TABLE flux.mg_meter_readings (
+    id                     uuid             NOT NULL DEFAULT gen_random_uuid(),
+    time                   timestamptz      NOT NULL,
+    device_id              uuid             NOT NULL,
+    power_total_active     double precision,
+    energy_imported_active double precision,
+    energy_exported_active double precision,
+    voltage_line_average   double precision,
+    current_phase_average  double precision,
+    created_at             timestamptz      NOT NULL DEFAULT now(),
+    CONSTRAINT mg_meter_readings_pkey PRIMARY KEY (device_id, time),
+    CONSTRAINT mg_meter_readings_device_id_fkey FOREIGN KEY (device_id)
+        REFERENCES flux.mg_device_registry (id) ON UPDATE CASCADE ON DELETE RESTRICT,
+    CONSTRAINT time_between_years_1_and_9999
+        CHECK (time >= '0001-01-01 00:00+00' AND time < '10000-01-01 00:00+00'),
+    CONSTRAINT power_total_active_in_range CHECK (power_total_active BETWEEN -1e9 AND 1e9),
+    -- Cumulative registers count up from zero.
+    CONSTRAINT energy_imported_active_in_range CHECK (energy_imported_active BETWEEN 0 AND 1e12),
+    CONSTRAINT energy_exported_active_in_range CHECK (energy_exported_active BETWEEN 0 AND 1e12),
+    CONSTRAINT voltage_line_average_in_range CHECK (voltage_line_average BETWEEN -1e9 AND 1e9),
+    CONSTRAINT current_phase_average_in_range CHECK (current_phase_average BETWEEN -1e9 AND 1e9)
+) PARTITION BY RANGE (time);
+CREATE INDEX mg_meter_readings_time_idx ON flux.mg_meter_readings (time);
+CREATE TABLE flux_partitions.mg_meter_readings_default PARTITION OF flux.mg_meter_readings DEFAULT;
+
+COMMENT ON TABLE flux.mg_meter_readings IS 'Power meter telemetry, one row per device and time.';
+COMMENT ON COLUMN flux.mg_meter_readings.power_total_active IS 'Total active power, kW';
+COMMENT ON COLUMN flux.mg_meter_readings.energy_imported_active IS 'Cumulative imported active energy register, kWh';
+COMMENT ON COLUMN flux.mg_meter_readings.energy_exported_active IS 'Cumulative exported active energy register, kWh';
+COMMENT ON COLUMN flux.mg_meter_readings.voltage_line_average IS 'Average line voltage, V';
+COMMENT ON COLUMN flux.mg_meter_readings.current_phase_average IS 'Average phase current, A';
+
+CREATE TABLE flux.market_data (
+    id          uuid             NOT NULL DEFAULT gen_random_uuid(),
+    time        timestamptz      NOT NULL,
+    type        smallint         NOT NULL,
+    value       double precision NOT NULL,
+    metadata    jsonb,
+    created_at  timestamptz      NOT NULL DEFAULT now(),
+    CONSTRAINT market_data_pkey PRIMARY KEY (type, time),
+    CONSTRAINT time_between_years_1_and_9999
+        CHECK (time >= '0001-01-01 00:00+00' AND time < '10000-01-01 00:00+00'),
+    CONSTRAINT market_data_type_known CHECK (type BETWEEN 1 AND 4),
+    CONSTRAINT market_data_value_in_range CHECK (value BETWEEN -1e12 AND 1e12),
+    CONSTRAINT market_data_metadata_is_object CHECK (jsonb_typeof(metadata) = 'object')
+) PARTITION BY RANGE (time);
+CREATE INDEX market_data_time_idx ON flux.market_data (time);
+CREATE TABLE flux_partitions.market_data_default PARTITION OF flux.market_data DEFAULT;
+
+COMMENT ON TABLE flux.market_data IS 'GB market signals, one row per type and time.';
+COMMENT ON COLUMN flux.market_data.type IS
+    '1 NIV estimate (MW, positive = system short), 2 wholesale price (GBP/MWh), 3 imbalance price (GBP/MWh), 4 Axle dispatch (kW)';
+
+-- A reading whose time has no partition yet lands in its table's default partition (above),
+-- and maintenance moves it out. The default partitions and the registry belong to the
+-- extension, so pg_dump would leave their rows out unless told; the time partitions do not.
+SELECT pg_catalog.pg_extension_config_dump('flux.mg_device_registry', '');
+SELECT pg_catalog.pg_extension_config_dump('flux_partitions.mg_bess_readings_default', '');
+SELECT pg_catalog.pg_extension_config_dump('flux_partitions.mg_meter_readings_default', '');
+SELECT pg_catalog.pg_extension_config_dump('flux_partitions.market_data_default', '');
+
+-- Device references, checked once per statement.
+--
+-- The readings' foreign keys to the registry stay declared (sql/tables.sql): they refuse to
+-- delete a device that has readings, cascade an id change, and tell PostgREST how to embed the
+-- device in a reading. But PostgreSQL checks a foreign key on insert once per row, with one
+-- index probe and one row lock each: ~40 % of the time of a COPY. Here one statement-level
+-- trigger checks all rows of a statement with one query over its distinct devices instead, and
+-- the per-row check triggers are disabled. Same guarantees:
+--   * every device_id is in the registry, or the whole statement fails with 23503 (409);
+--   * the devices are locked FOR KEY SHARE, as the foreign key's check does, so a concurrent
+--     delete of one waits for this transaction and then fails on the readings it finds.
+-- Partitions attached later get the per-row triggers enabled again; maintenance disables them
+-- (flux_internal.disable_row_reference_checks). Until then a reading is checked twice.
+
+CREATE FUNCTION flux_internal.check_device_references() RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+DECLARE
+    missing uuid;
+BEGIN
+    -- Lock the devices in id order, as two concurrent statements must not deadlock.
+    PERFORM FROM flux.mg_device_registry d
+    WHERE d.id IN (SELECT n.device_id FROM new_rows n)
+    ORDER BY d.id
+    FOR KEY SHARE;
+
+    SELECT n.device_id INTO missing
+    FROM (SELECT DISTINCT device_id FROM new_rows) n
+    WHERE NOT EXISTS (SELECT FROM flux.mg_device_registry d WHERE d.id = n.device_id)
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'insert or update on table "%" violates foreign key constraint "%_device_id_fkey"',
+                TG_TABLE_NAME, TG_TABLE_NAME
+            USING ERRCODE = '23503',
+                  DETAIL = format('Key (device_id)=(%s) is not present in table "mg_device_registry".', missing),
+                  SCHEMA = TG_TABLE_SCHEMA, TABLE = TG_TABLE_NAME,
+                  CONSTRAINT = TG_TABLE_NAME || '_device_id_fkey';
+    END IF;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION flux_internal.check_device_references() IS
+    'Statement-level check that every device_id of the new rows is registered (23503 otherwise), locking the devices FOR KEY SHARE as a foreign key check does.';
+
+-- Transition tables cannot be shared by INSERT and UPDATE triggers, hence two of each.
+CREATE TRIGGER check_device_references_on_insert
+    AFTER INSERT ON flux.mg_bess_readings REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION flux_internal.check_device_references();
+CREATE TRIGGER check_device_references_on_update
+    AFTER UPDATE ON flux.mg_bess_readings REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION flux_internal.check_device_references();
+CREATE TRIGGER check_device_references_on_insert
+    AFTER INSERT ON flux.mg_meter_readings REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION flux_internal.check_device_references();
+CREATE TRIGGER check_device_references_on_update
+    AFTER UPDATE ON flux.mg_meter_readings REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION flux_internal.check_device_references();
+
+-- Disables the foreign keys' per-row check triggers on the reading tables and every partition
+-- (the statement-level triggers above replace them); returns the partitions it changed.
+-- Their delete and update triggers on the registry stay on.
+CREATE FUNCTION flux_internal.disable_row_reference_checks() RETURNS SETOF regclass
+LANGUAGE plpgsql
+SET search_path = pg_catalog
+AS $$
+DECLARE
+    rel regclass;
+    trigger_name name;
+BEGIN
+    FOR rel, trigger_name IN
+        SELECT t.tgrelid::regclass, t.tgname
+        FROM pg_trigger t
+        JOIN pg_constraint c ON c.oid = t.tgconstraint
+        WHERE c.conname IN ('mg_bess_readings_device_id_fkey', 'mg_meter_readings_device_id_fkey')
+          AND c.confrelid = 'flux.mg_device_registry'::regclass
+          AND t.tgrelid <> c.confrelid
+          AND t.tgenabled <> 'D'
+        ORDER BY t.tgrelid::regclass::text
+    LOOP
+        EXECUTE format('ALTER TABLE %s DISABLE TRIGGER %I', rel, trigger_name);
+        RETURN NEXT rel;
+    END LOOP;
+END
+$$;
+REVOKE ALL ON FUNCTION flux_internal.disable_row_reference_checks() FROM PUBLIC;
+
+SELECT count(*) FROM flux_internal.disable_row_reference_checks();
+
+GRANT SELECT ON flux.mg_device_registry, flux.mg_bess_readings, flux.mg_meter_readings,
+    flux.market_data TO anon, authenticated;
+-- The measured columns only: `id` and `created_at` are the database's to set.
+GRANT INSERT (time, device_id, soe, target_power, available_inverter_blocks, command_source)
+    ON flux.mg_bess_readings TO authenticated;
+GRANT INSERT (time, device_id, power_total_active, energy_imported_active, energy_exported_active,
+              voltage_line_average, current_phase_average)
+    ON flux.mg_meter_readings TO authenticated;
+GRANT SELECT, INSERT, UPDATE, DELETE ON flux.mg_device_registry, flux.mg_bess_readings,
+    flux.mg_meter_readings, flux.market_data TO service_role;
+
+
+ALTER TABLE flux.mg_bess_readings ENABLE ROW LEVEL SECURITY;
+ALTER TABLE flux.mg_meter_readings ENABLE ROW LEVEL SECURITY;
+ALTER TABLE flux.market_data ENABLE ROW LEVEL SECURITY;
+
+CREATE POLICY read_all ON flux.mg_bess_readings FOR SELECT TO anon, authenticated USING (true);
+CREATE POLICY read_all ON flux.mg_meter_readings FOR SELECT TO anon, authenticated USING (true);
+CREATE POLICY read_all ON flux.market_data FOR SELECT TO anon, authenticated USING (true);
+CREATE POLICY service_all ON flux.mg_bess_readings TO service_role USING (true) WITH CHECK (true);
+CREATE POLICY service_all ON flux.mg_meter_readings TO service_role USING (true) WITH CHECK (true);
+CREATE POLICY service_all ON flux.market_data TO service_role USING (true) WITH CHECK (true);
+
+CREATE POLICY insert_at_claimed_sites ON flux.mg_bess_readings FOR INSERT TO authenticated
+    WITH CHECK (EXISTS (SELECT FROM flux.mg_device_registry d
+                        WHERE d.id = device_id AND d.site = ANY ((SELECT flux_internal.claimed_sites())::text[])));
+CREATE POLICY insert_at_claimed_sites ON flux.mg_meter_readings FOR INSERT TO authenticated
+    WITH CHECK (EXISTS (SELECT FROM flux.mg_device_registry d
+                        WHERE d.id = device_id AND d.site = ANY ((SELECT flux_internal.claimed_sites())::text[])));
+
+
+-- A partition answers to its table's policies, but PostgreSQL checks a few things on the
+-- partition itself: the key of a duplicate is reported (23505 details) only to a role that
+-- may read the partition and is not subject to its row-level security. So each partition
+-- carries its table's privileges and has row-level security on, like its table; the roles
+-- still cannot reach it directly, as they have no access to the flux_partitions schema.
+CREATE FUNCTION flux_internal.mirror_table_security(partition regclass) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog
+AS $$
+DECLARE
+    grant_sql text;
+BEGIN
+    EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', partition);
+    FOR grant_sql IN
+        SELECT format('GRANT %s ON %s TO %s', acl.privilege_type, partition,
+                      CASE WHEN acl.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(r.rolname) END)
+        FROM pg_inherits i
+        JOIN pg_class parent ON parent.oid = i.inhparent
+        CROSS JOIN LATERAL aclexplode(parent.relacl) acl
+        LEFT JOIN pg_roles r ON r.oid = acl.grantee
+        WHERE i.inhrelid = partition AND acl.grantee <> parent.relowner
+    LOOP
+        EXECUTE grant_sql;
+    END LOOP;
+END
+$$;
+REVOKE ALL ON FUNCTION flux_internal.mirror_table_security(regclass) FROM PUBLIC;
+
+SELECT flux_internal.mirror_table_security(p)
+FROM unnest(ARRAY['flux_partitions.mg_bess_readings_default', 'flux_partitions.mg_meter_readings_default',
+                  'flux_partitions.market_data_default']::regclass[]) AS p;
+
+DO $publication$
+DECLARE
+    flux_table regclass;
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_publication WHERE pubname = 'supabase_realtime') THEN
+        CREATE PUBLICATION supabase_realtime;
+    END IF;
+    IF (SELECT puballtables FROM pg_publication WHERE pubname = 'supabase_realtime') THEN
+        RETURN;  -- FOR ALL TABLES already covers ours
+    END IF;
+    FOREACH flux_table IN ARRAY ARRAY['flux.mg_device_registry', 'flux.mg_bess_readings',
+                                      'flux.mg_meter_readings', 'flux.market_data']::regclass[]
+    LOOP
+        IF NOT EXISTS (SELECT FROM pg_publication_rel pr
+                       JOIN pg_publication p ON p.oid = pr.prpubid
+                       WHERE p.pubname = 'supabase_realtime' AND pr.prrelid = flux_table) THEN
+            EXECUTE format('ALTER PUBLICATION supabase_realtime ADD TABLE %s', flux_table);
+        END IF;
+    END LOOP;
+END
+$publication$;
+
+ALTER TABLE flux.mg_bess_readings REPLICA IDENTITY FULL;
+ALTER TABLE flux.mg_meter_readings REPLICA IDENTITY FULL;
+ALTER TABLE flux.market_data REPLICA IDENTITY FULL;
+ALTER TABLE flux_partitions.mg_bess_readings_default REPLICA IDENTITY FULL;
+ALTER TABLE flux_partitions.mg_meter_readings_default REPLICA IDENTITY FULL;
+ALTER TABLE flux_partitions.market_data_default REPLICA IDENTITY FULL;
+
+-- Time partitions: creation ahead of time, rows moved out of the default partitions, retention.
+--
+-- mg_bess_readings, mg_meter_readings and market_data are partitioned by range of `time`
+-- (sql/tables.sql). Partitions are aligned to their table's interval, counted in UTC from
+-- 2000-01-01: days and hours with date_bin, months from January 2000. Defaults:
+--   readings     1 day   ~86 M rows a day for 10,000 devices at one reading per 10 s, some
+--                        10 GB with indexes: a partition's indexes stay in memory while it
+--                        is written, retention frees a day at a time, and two years are 730
+--                        partitions, which pruning handles in well under a millisecond.
+--   market_data  1 month ~200 rows a day: fewer, larger partitions.
+-- Maintenance runs in steps, each one action in its own transaction when the background
+-- worker runs them (src/maintenance.rs), or all in one when flux.run_maintenance() is called:
+--   1. rows in a default partition (a back-fill, a clock in the future) move to a partition of
+--      their own, oldest first;
+--   2. partitions are created ahead of time: the current one and `premake` more;
+--   3. past the retention horizon, whole partitions are dropped, oldest first; never row by
+--      row. A meter partition is dropped only once the energy of its time is kept elsewhere.
+--   4. the per-row reference checks on new partitions are disabled (sql/references.sql).
+-- Locks, each waited for at most flux.maintenance_lock_timeout (200 ms) before the step gives
+-- up until the next round, which bounds how long maintenance holds up queries queued behind:
+--   creating a partition  SHARE ROW EXCLUSIVE on the table (writes wait, reads go on) and
+--                         ACCESS EXCLUSIVE on its default partition, for a few milliseconds,
+--                         plus the time to move the default partition's rows of its range;
+--   dropping a partition  ACCESS EXCLUSIVE on the table, for a catalog update.
+
+-- Settings per table; a table without a row has the defaults of flux_internal.partition_settings.
+CREATE TABLE flux_internal.partition_config (
+    parent             regclass PRIMARY KEY,
+    partition_interval interval,
+    premake            integer,
+    retention          interval,
+    CONSTRAINT partition_config_parent_known
+        CHECK (parent IN ('flux.mg_bess_readings'::regclass, 'flux.mg_meter_readings'::regclass,
+                          'flux.market_data'::regclass))
+);
+COMMENT ON TABLE flux_internal.partition_config IS
+    'Partition interval, partitions made ahead and retention of the partitioned flux tables; NULL = default. Set with flux.set_partition_interval and flux.set_retention.';
+SELECT pg_catalog.pg_extension_config_dump('flux_internal.partition_config', '');
+
+CREATE FUNCTION flux_internal.partition_settings(
+    parent regclass,
+    OUT partition_interval interval, OUT premake integer, OUT retention interval)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog
+AS $$
+    SELECT coalesce(c.partition_interval,
+                    CASE WHEN $1 = 'flux.market_data'::regclass THEN interval '1 month' ELSE interval '1 day' END),
+           coalesce(c.premake, CASE WHEN $1 = 'flux.market_data'::regclass THEN 2 ELSE 3 END),
+           c.retention
+    FROM (SELECT) AS one
+    LEFT JOIN flux_internal.partition_config c ON c.parent = $1
+$$;
+
+-- The partitioned flux tables, in the order maintenance visits them.
+CREATE FUNCTION flux_internal.partitioned_tables() RETURNS SETOF regclass
+LANGUAGE sql IMMUTABLE
+AS $$
+    VALUES ('flux.mg_bess_readings'::regclass), ('flux.mg_meter_readings'::regclass),
+           ('flux.market_data'::regclass)
+$$;
+
+-- The partitions of a table and their bounds, read from the catalog (so partitions made or
+-- dropped by hand count too). Bounds print in the session's time zone and date style and are
+-- read back in the same session, hence exactly. MINVALUE/MAXVALUE bounds read as -/+infinity.
+CREATE FUNCTION flux_internal.time_partitions(parent regclass)
+RETURNS TABLE (partition regclass, lower timestamptz, upper timestamptz, is_default boolean)
+LANGUAGE sql STABLE
+AS $$
+    -- No SET clause, so that callers inline it: planned in each caller, it is 20 times faster.
+    SELECT c.oid::pg_catalog.regclass,
+           CASE WHEN b.m IS NULL THEN NULL WHEN b.m[1] = 'MINVALUE' THEN '-infinity' ELSE b.m[2]::pg_catalog.timestamptz END,
+           CASE WHEN b.m IS NULL THEN NULL WHEN b.m[3] = 'MAXVALUE' THEN 'infinity' ELSE b.m[4]::pg_catalog.timestamptz END,
+           b.m IS NULL
+    FROM pg_catalog.pg_inherits i
+    JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
+    CROSS JOIN LATERAL (
+        SELECT pg_catalog.regexp_match(pg_catalog.pg_get_expr(c.relpartbound, c.oid),
+                                       '^FOR VALUES FROM \((MINVALUE|''([^'']*)'')\) TO \((MAXVALUE|''([^'']*)'')\)$') AS m
+    ) b
+    WHERE i.inhparent = $1
+$$;
+
+-- The start of the partition of `step` that holds `t`.
+CREATE FUNCTION flux_internal.partition_start(t timestamptz, step interval) RETURNS timestamptz
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+SET TimeZone = 'UTC'
+AS $$
+    SELECT CASE
+        WHEN extract(year FROM step) = 0 AND extract(month FROM step) = 0
+            THEN date_bin(step, t, timestamptz '2000-01-01 00:00+00')
+        ELSE (SELECT make_timestamptz(2000 + floor(k / 12)::int, (k - 12 * floor(k / 12))::int + 1, 1, 0, 0, 0, 'UTC')
+              FROM (SELECT floor(((extract(year FROM t) - 2000) * 12 + extract(month FROM t) - 1) / s) * s AS k
+                    FROM (SELECT extract(year FROM step) * 12 + extract(month FROM step) AS s) AS months) AS start)
+    END
+$$;
+
+-- How many partitions of `step` [from_time, to_time) spans, at most.
+CREATE FUNCTION flux_internal.partition_count(from_time timestamptz, to_time timestamptz, step interval)
+RETURNS numeric
+LANGUAGE sql IMMUTABLE STRICT
+SET TimeZone = 'UTC'
+AS $$
+    SELECT CASE
+        WHEN extract(year FROM step) = 0 AND extract(month FROM step) = 0
+            THEN ceil(extract(epoch FROM to_time - from_time) / extract(epoch FROM step)) + 1
+        ELSE ceil(((extract(year FROM to_time) - extract(year FROM from_time)) * 12
+                   + extract(month FROM to_time) - extract(month FROM from_time))
+                  / (extract(year FROM step) * 12 + extract(month FROM step))) + 1
+    END
+$$;
+
+-- The interval a table's partitions may have: whole months (at most 10 years), or a fixed
+-- length from 1 hour to 366 days; not both, and never negative.
+CREATE FUNCTION flux_internal.check_partition_interval(step interval) RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+AS $$
+DECLARE
+    months numeric := extract(year FROM step) * 12 + extract(month FROM step);
+    fixed interval := step - make_interval(months => months::int);
+BEGIN
+    IF (months <> 0 AND fixed <> interval '0')
+       OR (months <> 0 AND NOT months BETWEEN 1 AND 120)
+       OR (months = 0 AND NOT justify_hours(fixed) BETWEEN interval '1 hour' AND interval '366 days')
+       OR extract(epoch FROM fixed) <> trunc(extract(epoch FROM fixed)) THEN
+        RAISE EXCEPTION 'invalid partition interval: %', step
+            USING ERRCODE = '22023',
+                  HINT = 'Use whole months (1 month to 10 years) or a fixed length from 1 hour to 366 days, e.g. ''1 day''.';
+    END IF;
+END
+$$;
+
+-- Refuses anything but a partitioned flux table.
+CREATE FUNCTION flux_internal.check_partitioned_table(tbl regclass) RETURNS void
+LANGUAGE plpgsql STABLE
+AS $$
+BEGIN
+    IF tbl IS NULL OR tbl NOT IN (SELECT flux_internal.partitioned_tables()) THEN
+        RAISE EXCEPTION '% is not a time-partitioned flux table', coalesce(tbl::text, 'NULL')
+            USING ERRCODE = '22023',
+                  HINT = 'flux.mg_bess_readings, flux.mg_meter_readings and flux.market_data are.';
+    END IF;
+END
+$$;
+
+CREATE FUNCTION flux.set_partition_interval(tbl regclass, partition_interval interval)
+RETURNS interval
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+BEGIN
+    PERFORM flux_internal.check_partitioned_table(tbl);
+    IF partition_interval IS NOT NULL THEN
+        PERFORM flux_internal.check_partition_interval(partition_interval);
+    END IF;
+    INSERT INTO flux_internal.partition_config AS c (parent, partition_interval)
+    VALUES (tbl, partition_interval)
+    ON CONFLICT (parent) DO UPDATE SET partition_interval = excluded.partition_interval;
+    RETURN (flux_internal.partition_settings(tbl)).partition_interval;
+END
+$$;
+COMMENT ON FUNCTION flux.set_partition_interval(regclass, interval) IS
+    'Sets the length of the partitions maintenance creates from now on for a flux table (e.g. ''1 day'', ''6 hours'', ''1 month''; NULL = the default); returns it. Existing partitions keep theirs.';
+
+CREATE FUNCTION flux.set_retention(tbl regclass, keep interval) RETURNS interval
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+BEGIN
+    PERFORM flux_internal.check_partitioned_table(tbl);
+    IF keep IS NOT NULL AND (keep <= interval '0' OR keep > interval '10000 years') THEN
+        RAISE EXCEPTION 'invalid retention: %', keep
+            USING ERRCODE = '22023', HINT = 'Give a positive interval, e.g. ''90 days'', or NULL to keep data forever.';
+    END IF;
+    INSERT INTO flux_internal.partition_config AS c (parent, retention)
+    VALUES (tbl, keep)
+    ON CONFLICT (parent) DO UPDATE SET retention = excluded.retention;
+    RETURN keep;
+END
+$$;
+COMMENT ON FUNCTION flux.set_retention(regclass, interval) IS
+    'Keeps a flux table''s rows for `keep` (NULL = forever, the default): maintenance drops whole partitions that end before now() - keep. Meter readings go only once their energy is kept in the rollups.';
+
+-- Creates and attaches the partition that holds `t`: aligned to the table's interval and
+-- clipped to its neighbours. With `widen_sparse`, where the default partition has few rows
+-- near `t` (a stray more than 31 intervals in the past), the partition spans the calendar
+-- year instead, so that scattered back-fills cannot make thousands of partitions. (Never in
+-- the future: live data would land in it once its time came.) Moves the default partition's
+-- rows of that range into it first, or copies those of `source` (the upgrade from 0.1.0 fills
+-- partitions from the old tables so). Returns the new partition and the rows moved.
+--
+-- Writes to the table wait meanwhile (SHARE ROW EXCLUSIVE; reads go on): an insert bound for
+-- the default partition that had been routed before the new partition was attached would
+-- fail its partition check, and a reading must never fail for want of a partition. Without
+-- rows to move that is a few milliseconds; moving rows takes time in proportion to them,
+-- which flux.create_partitions ahead of a back-fill avoids.
+CREATE FUNCTION flux_internal.create_partition(parent regclass, t timestamptz, widen_sparse boolean,
+                                               source regclass DEFAULT NULL,
+                                               OUT partition regclass, OUT moved bigint)
+LANGUAGE plpgsql
+SET search_path = pg_catalog
+SET TimeZone = 'UTC'
+SET DateStyle = 'ISO'
+AS $$
+DECLARE
+    step interval := (flux_internal.partition_settings(parent)).partition_interval;
+    default_part regclass;
+    range_lower timestamptz := flux_internal.partition_start(t, step);
+    range_upper timestamptz;
+    name text;
+    columns text;
+    sparse boolean;
+BEGIN
+    range_upper := range_lower + step;
+    SELECT p.partition INTO default_part FROM flux_internal.time_partitions(parent) p WHERE p.is_default;
+    IF EXISTS (SELECT FROM flux_internal.time_partitions(parent) p WHERE t >= p.lower AND t < p.upper) THEN
+        RETURN;
+    END IF;
+    EXECUTE format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', parent);
+    IF default_part IS NOT NULL THEN
+        EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', default_part);
+    END IF;
+    -- Sparse: fewer than 1,000 rows to fill the partition with.
+    IF widen_sparse AND coalesce(source, default_part) IS NOT NULL AND t < now() - 31 * step THEN
+        EXECUTE format('SELECT count(*) < 1000 FROM (SELECT FROM %s WHERE time >= $1 AND time < $2 LIMIT 1000) AS r',
+                       coalesce(source, default_part))
+            INTO STRICT sparse USING range_lower, range_upper;
+        IF sparse THEN
+            range_lower := date_trunc('year', t);
+            range_upper := range_lower + interval '1 year';
+        END IF;
+    END IF;
+    SELECT greatest(range_lower, max(p.upper)) INTO range_lower
+    FROM flux_internal.time_partitions(parent) p WHERE NOT p.is_default AND p.upper <= t;
+    SELECT least(range_upper, min(p.lower)) INTO range_upper
+    FROM flux_internal.time_partitions(parent) p WHERE NOT p.is_default AND p.lower > t;
+
+    name := (SELECT c.relname FROM pg_class c WHERE c.oid = parent) || '_p'
+            || to_char(range_lower, CASE WHEN range_lower = date_trunc('day', range_lower) THEN 'YYYYMMDD' ELSE 'YYYYMMDD_HH24MISS' END);
+    EXECUTE format('CREATE TABLE flux_partitions.%I (LIKE %s INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING STORAGE,
+                        CONSTRAINT %I CHECK (time >= %L AND time < %L))',
+                   name, parent, name || '_bound', range_lower, range_upper);
+    partition := format('flux_partitions.%I', name)::regclass;
+    EXECUTE format('ALTER TABLE %s REPLICA IDENTITY FULL', partition);
+    moved := 0;
+    IF coalesce(source, default_part) IS NOT NULL THEN
+        SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) INTO columns
+        FROM pg_attribute a WHERE a.attrelid = parent AND a.attnum > 0 AND NOT a.attisdropped;
+        -- The rows change place, not content: the realtime feed leaves out changes made under
+        -- this replication origin.
+        PERFORM flux_internal.as_maintenance(true);
+        BEGIN
+            IF source IS NULL THEN
+                EXECUTE format('WITH gone AS (DELETE FROM %s WHERE time >= $1 AND time < $2 RETURNING %s)
+                                INSERT INTO %s (%s) SELECT %s FROM gone',
+                               default_part, columns, partition, columns, columns)
+                    USING range_lower, range_upper;
+            ELSE
+                EXECUTE format('INSERT INTO %s (%s) SELECT %s FROM %s WHERE time >= $1 AND time < $2',
+                               partition, columns, columns, source)
+                    USING range_lower, range_upper;
+            END IF;
+            GET DIAGNOSTICS moved = ROW_COUNT;
+        EXCEPTION WHEN OTHERS OR query_canceled THEN
+            PERFORM flux_internal.as_maintenance(false);
+            RAISE;
+        END;
+        PERFORM flux_internal.as_maintenance(false);
+    END IF;
+    -- The bound constraint spares ATTACH a scan of the moved rows; it is redundant after.
+    EXECUTE format('ALTER TABLE %s ATTACH PARTITION %s FOR VALUES FROM (%L) TO (%L)',
+                   parent, partition, range_lower, range_upper);
+    EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', partition, name || '_bound');
+    PERFORM flux_internal.mirror_table_security(partition);
+    PERFORM flux_internal.disable_row_reference_checks();
+END
+$$;
+
+-- Tags this session's changes with the replication origin flux_maintenance (on) or stops (off).
+CREATE FUNCTION flux_internal.as_maintenance(active boolean) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog
+AS $$
+BEGIN
+    IF active THEN
+        IF NOT EXISTS (SELECT FROM pg_replication_origin WHERE roname = 'flux_maintenance') THEN
+            PERFORM pg_replication_origin_create('flux_maintenance');
+        END IF;
+        PERFORM pg_replication_origin_session_setup('flux_maintenance');
+    ELSIF pg_replication_origin_session_is_setup() THEN
+        PERFORM pg_replication_origin_session_reset();
+    END IF;
+END
+$$;
+
+-- Whether the energy of meter readings before `upper` is kept where retention cannot reach
+-- it. Until the energy rollups exist it never is, and meter partitions are never dropped.
+CREATE FUNCTION flux_internal.energy_kept_before(upper timestamptz) RETURNS boolean
+LANGUAGE sql STABLE
+AS $$ SELECT false $$;
+
+CREATE FUNCTION flux.create_partitions(tbl regclass, from_time timestamptz, to_time timestamptz)
+RETURNS TABLE (partition_name text, lower timestamptz, upper timestamptz, moved_rows bigint)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog
+SET lock_timeout = '200ms'
+AS $$
+DECLARE
+    t timestamptz := from_time;
+    made record;
+BEGIN
+    PERFORM flux_internal.check_partitioned_table(tbl);
+    IF from_time IS NULL OR to_time IS NULL OR NOT isfinite(from_time) OR NOT isfinite(to_time)
+       OR from_time >= to_time OR from_time < '0001-01-01 00:00+00' OR to_time > '10000-01-01 00:00+00' THEN
+        RAISE EXCEPTION 'invalid time range: % to %', from_time, to_time
+            USING ERRCODE = '22023', HINT = 'Give finite times in years 1 to 9999, from before to.';
+    END IF;
+    IF flux_internal.partition_count(from_time, to_time, (flux_internal.partition_settings(tbl)).partition_interval) > 10000 THEN
+        RAISE EXCEPTION 'more than 10,000 partitions in one call' USING ERRCODE = '54000',
+            HINT = 'Create fewer at a time, or choose a longer interval with flux.set_partition_interval.';
+    END IF;
+    PERFORM pg_advisory_xact_lock('flux_internal.partition_config'::regclass::oid::int, tbl::oid::int);
+    PERFORM set_config('lock_timeout', current_setting('flux.maintenance_lock_timeout'), true);
+    WHILE t < to_time LOOP
+        made := flux_internal.create_partition(tbl, t, false);
+        IF made.partition IS NOT NULL THEN
+            SELECT made.partition::text, p.lower, p.upper, made.moved INTO partition_name, lower, upper, moved_rows
+            FROM flux_internal.time_partitions(tbl) p WHERE p.partition = made.partition;
+            RETURN NEXT;
+        END IF;
+        SELECT p.upper INTO t FROM flux_internal.time_partitions(tbl) p WHERE t >= p.lower AND t < p.upper;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION flux.create_partitions(regclass, timestamptz, timestamptz) IS
+    'Creates the partitions of a flux table for [from_time, to_time) at its interval, e.g. before a back-fill, so that the back-filled rows need not pass through the default partition. Returns the partitions it created.';
+
+-- One maintenance action on one table, or none when there is nothing to do.
+CREATE FUNCTION flux_internal.maintenance_step(parent regclass)
+RETURNS TABLE (table_name regclass, action text, partition_name text, detail text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog
+SET TimeZone = 'UTC'
+SET DateStyle = 'ISO'
+-- Overridden below from flux.maintenance_lock_timeout; the clause keeps that inside this function.
+SET lock_timeout = '200ms'
+AS $$
+DECLARE
+    settings record := flux_internal.partition_settings(parent);
+    default_part regclass;
+    oldest timestamptz;
+    far_future timestamptz;
+    made record;
+    k integer;
+    t timestamptz;
+    expired record;
+BEGIN
+    table_name := parent;
+    -- Two maintainers (the worker, someone by hand) take turns per table; a step is short.
+    PERFORM pg_advisory_xact_lock('flux_internal.partition_config'::regclass::oid::int, parent::oid::int);
+    PERFORM set_config('lock_timeout', current_setting('flux.maintenance_lock_timeout'), true);
+
+    -- 1. The default partition's rows, oldest first. Rows far in the future get partitions of
+    -- the table's interval, at most 366 of them beyond those made ahead: past that (clocks set
+    -- at random), they stay in the default partition, stored and readable, until their
+    -- partitions are made ahead in their turn.
+    SELECT p.partition INTO default_part FROM flux_internal.time_partitions(parent) p WHERE p.is_default;
+    IF default_part IS NOT NULL THEN
+        far_future := now() + (settings.premake + 1) * settings.partition_interval;
+        IF (SELECT count(*) FROM flux_internal.time_partitions(parent) p WHERE p.lower >= far_future) < 366 THEN
+            far_future := 'infinity';
+        END IF;
+        EXECUTE format('SELECT min(time) FROM %s WHERE time < $1', default_part) INTO oldest USING far_future;
+        IF oldest IS NOT NULL THEN
+            made := flux_internal.create_partition(parent, oldest, true);
+            action := 'moved';
+            partition_name := made.partition::text;
+            detail := format('%s rows from %s', made.moved, default_part);
+            RETURN NEXT;
+            RETURN;
+        END IF;
+    END IF;
+
+    -- 2. The current partition and `premake` more.
+    t := now();
+    FOR k IN 0 .. settings.premake LOOP
+        made := flux_internal.create_partition(parent, t, false);
+        IF made.partition IS NOT NULL THEN
+            action := 'created';
+            partition_name := made.partition::text;
+            SELECT format('%s to %s', p.lower, p.upper) INTO detail
+            FROM flux_internal.time_partitions(parent) p WHERE p.partition = made.partition;
+            RETURN NEXT;
+            RETURN;
+        END IF;
+        SELECT p.upper INTO t FROM flux_internal.time_partitions(parent) p WHERE t >= p.lower AND t < p.upper;
+        EXIT WHEN NOT isfinite(t);
+    END LOOP;
+
+    -- 3. Retention.
+    IF settings.retention IS NOT NULL THEN
+        SELECT p.partition, p.lower, p.upper INTO expired
+        FROM flux_internal.time_partitions(parent) p
+        WHERE NOT p.is_default AND p.upper <= now() - settings.retention
+        ORDER BY p.upper
+        LIMIT 1;
+        IF FOUND AND (parent <> 'flux.mg_meter_readings'::regclass OR flux_internal.energy_kept_before(expired.upper)) THEN
+            partition_name := expired.partition::text;
+            EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', parent);
+            EXECUTE format('DROP TABLE %s', expired.partition);
+            action := 'dropped';
+            detail := format('%s to %s, past the retention of %s', expired.lower, expired.upper, settings.retention);
+            RETURN NEXT;
+            RETURN;
+        END IF;
+    END IF;
+
+    -- 4. Partitions attached by hand or restored from a dump.
+    FOR partition_name IN SELECT r::text FROM flux_internal.disable_row_reference_checks() r LOOP
+        action := 'reference checks per statement';
+        detail := NULL;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+
+-- A step on the first table that has something to do; the background worker commits after each.
+CREATE FUNCTION flux_internal.maintenance_step()
+RETURNS TABLE (table_name regclass, action text, partition_name text, detail text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog
+AS $$
+DECLARE
+    parent regclass;
+BEGIN
+    FOR parent IN SELECT flux_internal.partitioned_tables() LOOP
+        RETURN QUERY SELECT * FROM flux_internal.maintenance_step(parent);
+        IF FOUND THEN
+            RETURN;
+        END IF;
+    END LOOP;
+END
+$$;
+
+CREATE FUNCTION flux.run_maintenance()
+RETURNS TABLE (table_name regclass, action text, partition_name text, detail text)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+DECLARE
+    steps integer := 0;
+BEGIN
+    LOOP
+        RETURN QUERY SELECT * FROM flux_internal.maintenance_step();
+        EXIT WHEN NOT FOUND;
+        steps := steps + 1;
+        -- Every step makes progress; this only guards against a partition made by hand that
+        -- maintenance keeps undoing.
+        IF steps >= 10000 THEN
+            RAISE EXCEPTION 'maintenance did not finish after % steps', steps USING ERRCODE = '54000';
+        END IF;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION flux.run_maintenance() IS
+    'One round of partition maintenance by hand, in this transaction: moves rows out of the default partitions, creates partitions ahead of time, drops partitions past the retention horizon. Returns what it did. The background worker runs the same steps every flux.maintenance_interval.';
+
+REVOKE ALL ON FUNCTION flux.set_partition_interval(regclass, interval), flux.set_retention(regclass, interval),
+    flux.run_maintenance(), flux.create_partitions(regclass, timestamptz, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION flux_internal.create_partition(regclass, timestamptz, boolean, regclass), flux_internal.as_maintenance(boolean),
+    flux_internal.maintenance_step(regclass), flux_internal.maintenance_step() FROM PUBLIC;
+
+-- The origin of maintenance's own changes, made now so that the realtime feed filters it from
+-- the first move on. Replication origins belong to the cluster, not to a database or the
+-- extension, and outlive both.
+SELECT pg_replication_origin_create('flux_maintenance')
+WHERE NOT EXISTS (SELECT FROM pg_replication_origin WHERE roname = 'flux_maintenance');
+
+-- The 0.1.0 rows, partition by partition.
+DO $convert$
+DECLARE
+    conversion record;
+    t timestamptz;
+    upper_bound timestamptz;
+BEGIN
+    FOR conversion IN VALUES
+        ('flux.mg_bess_readings'::regclass, 'flux_internal.mg_bess_readings_0_1_0'::regclass),
+        ('flux.mg_meter_readings'::regclass, 'flux_internal.mg_meter_readings_0_1_0'::regclass),
+        ('flux.market_data'::regclass, 'flux_internal.market_data_0_1_0'::regclass)
+    LOOP
+        EXECUTE format('SELECT min(time) FROM %s', conversion.column2) INTO t;
+        WHILE t IS NOT NULL LOOP
+            PERFORM flux_internal.create_partition(conversion.column1, t, true, conversion.column2);
+            SELECT p.upper INTO upper_bound
+            FROM flux_internal.time_partitions(conversion.column1) p WHERE t >= p.lower AND t < p.upper;
+            EXECUTE format('SELECT min(time) FROM %s WHERE time >= $1', conversion.column2) INTO t USING upper_bound;
+        END LOOP;
+    END LOOP;
+END
+$convert$;
+DROP TABLE flux_internal.mg_bess_readings_0_1_0, flux_internal.mg_meter_readings_0_1_0,
+    flux_internal.market_data_0_1_0;
+
+-- Partitions belong to the data, not to the extension, as those maintenance creates do: so
+-- pg_dump keeps their rows. (Those made above joined the extension by being made here.)
+DO $members$
+DECLARE
+    partition regclass;
+BEGIN
+    FOR partition IN
+        SELECT p.partition FROM flux_internal.partitioned_tables() t
+        CROSS JOIN LATERAL flux_internal.time_partitions(t) p
+        WHERE NOT p.is_default
+    LOOP
+        EXECUTE format('ALTER EXTENSION flux DROP TABLE %s', partition);
+    END LOOP;
+END
+$members$;

@@ -28,3 +28,8 @@ ALTER TABLE flux.mg_device_registry REPLICA IDENTITY FULL;
 ALTER TABLE flux.mg_bess_readings REPLICA IDENTITY FULL;
 ALTER TABLE flux.mg_meter_readings REPLICA IDENTITY FULL;
 ALTER TABLE flux.market_data REPLICA IDENTITY FULL;
+-- Changes are logged per partition, so each partition carries the setting as well
+-- (maintenance sets it on those it creates).
+ALTER TABLE flux_partitions.mg_bess_readings_default REPLICA IDENTITY FULL;
+ALTER TABLE flux_partitions.mg_meter_readings_default REPLICA IDENTITY FULL;
+ALTER TABLE flux_partitions.market_data_default REPLICA IDENTITY FULL;

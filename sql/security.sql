@@ -58,3 +58,35 @@ CREATE POLICY insert_at_claimed_sites ON flux.mg_bess_readings FOR INSERT TO aut
 CREATE POLICY insert_at_claimed_sites ON flux.mg_meter_readings FOR INSERT TO authenticated
     WITH CHECK (EXISTS (SELECT FROM flux.mg_device_registry d
                         WHERE d.id = device_id AND d.site = ANY ((SELECT flux_internal.claimed_sites())::text[])));
+
+-- A partition answers to its table's policies, but PostgreSQL checks a few things on the
+-- partition itself: the key of a duplicate is reported (23505 details) only to a role that
+-- may read the partition and is not subject to its row-level security. So each partition
+-- carries its table's privileges and has row-level security on, like its table; the roles
+-- still cannot reach it directly, as they have no access to the flux_partitions schema.
+CREATE FUNCTION flux_internal.mirror_table_security(partition regclass) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog
+AS $$
+DECLARE
+    grant_sql text;
+BEGIN
+    EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', partition);
+    FOR grant_sql IN
+        SELECT format('GRANT %s ON %s TO %s', acl.privilege_type, partition,
+                      CASE WHEN acl.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(r.rolname) END)
+        FROM pg_inherits i
+        JOIN pg_class parent ON parent.oid = i.inhparent
+        CROSS JOIN LATERAL aclexplode(parent.relacl) acl
+        LEFT JOIN pg_roles r ON r.oid = acl.grantee
+        WHERE i.inhrelid = partition AND acl.grantee <> parent.relowner
+    LOOP
+        EXECUTE grant_sql;
+    END LOOP;
+END
+$$;
+REVOKE ALL ON FUNCTION flux_internal.mirror_table_security(regclass) FROM PUBLIC;
+
+SELECT flux_internal.mirror_table_security(p)
+FROM unnest(ARRAY['flux_partitions.mg_bess_readings_default', 'flux_partitions.mg_meter_readings_default',
+                  'flux_partitions.market_data_default']::regclass[]) AS p;

@@ -25,6 +25,12 @@ pub static RATE_AUTHENTICATED_BURST: GucSetting<i32> = GucSetting::<i32>::new(50
 pub static RATE_SERVICE_PER_MINUTE: GucSetting<i32> = GucSetting::<i32>::new(1000);
 pub static RATE_SERVICE_BURST: GucSetting<i32> = GucSetting::<i32>::new(2000);
 
+// Partition maintenance (src/maintenance.rs, sql/partitions.sql).
+pub static MAINTENANCE_INTERVAL_S: GucSetting<i32> = GucSetting::<i32>::new(60);
+pub static MAINTENANCE_DATABASES: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(None);
+pub static MAINTENANCE_LOCK_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(200);
+
 pub fn register() {
     GucRegistry::define_string_guc(
         c"flux.jwt_secret",
@@ -127,6 +133,34 @@ pub fn register() {
             GucFlags::empty(),
         );
     }
+    GucRegistry::define_int_guc(
+        c"flux.maintenance_interval",
+        c"How often the background worker runs partition maintenance; 0 turns it off.",
+        c"Each round creates partitions ahead of time, moves rows out of the default partitions and applies retention.",
+        &MAINTENANCE_INTERVAL_S,
+        0,
+        86_400,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_string_guc(
+        c"flux.maintenance_databases",
+        c"Comma-separated databases the maintenance worker visits; empty = every database.",
+        c"Databases without the flux extension are skipped either way.",
+        &MAINTENANCE_DATABASES,
+        GucContext::Sighup,
+        GucFlags::empty(),
+    );
+    GucRegistry::define_int_guc(
+        c"flux.maintenance_lock_timeout",
+        c"Longest wait of a maintenance step for a lock; the step is retried next round.",
+        c"Bounds how long maintenance can hold up reads and writes queued behind it.",
+        &MAINTENANCE_LOCK_TIMEOUT_MS,
+        1,
+        60_000,
+        GucContext::Suset,
+        GucFlags::UNIT_MS,
+    );
     // Every flux.* setting is one of the above: a misspelt one is an error, not a placeholder
     // that is silently ignored.
     // SAFETY: called from _PG_init after the settings above are defined.

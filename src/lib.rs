@@ -11,6 +11,7 @@ mod energy;
 mod error;
 mod guc;
 mod keys;
+mod maintenance;
 mod row_stream;
 
 ::pgrx::pg_module_magic!(name, version);
@@ -24,6 +25,16 @@ extension_sql_file!(
         "tables",
         energy::flux_internal::energy_metadata_error_of_text
     ]
+);
+extension_sql_file!(
+    "../sql/references.sql",
+    name = "references",
+    requires = ["tables", "registry"]
+);
+extension_sql_file!(
+    "../sql/partitions.sql",
+    name = "partitions",
+    requires = ["tables", "references", "security"]
 );
 extension_sql_file!(
     "../sql/security.sql",
@@ -65,6 +76,7 @@ extension_sql_file!(
 pub extern "C-unwind" fn _PG_init() {
     guc::register();
     edge::init();
+    maintenance::init();
 }
 
 #[cfg(any(test, feature = "pg_test"))]
@@ -80,6 +92,8 @@ pub mod pg_test {
         vec![
             "shared_preload_libraries = 'flux'",
             "flux.jwt_secret = 'pg-test-secret-that-is-at-least-32-characters'",
+            // The tests run maintenance by hand; the worker is tested on a running stack.
+            "flux.maintenance_interval = 0",
         ]
     }
 }

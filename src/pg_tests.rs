@@ -512,4 +512,133 @@ mod tests {
             .starts_with("42501"));
         run("RESET ROLE");
     }
+
+    #[pg_test]
+    fn partitions_align_to_their_interval_in_utc() {
+        // Whatever the session's time zone: boundaries are UTC instants.
+        run("SET LOCAL TimeZone = 'America/New_York'");
+        let starts = [
+            ("2026-11-29 13:00+00", "1 day", "2026-11-29 00:00:00+00"),
+            ("2026-11-29 23:59+00", "6 hours", "2026-11-29 18:00:00+00"),
+            ("2026-07-01 00:30+01", "1 month", "2026-06-01 00:00:00+00"),
+            ("1999-12-15 00:00+00", "3 months", "1999-10-01 00:00:00+00"),
+            ("1066-10-14 12:00+00", "1 year", "1066-01-01 00:00:00+00"),
+            ("0001-01-01 00:00+00", "1 day", "0001-01-01 00:00:00+00"),
+        ];
+        for (t, step, expected) in starts {
+            let got = one::<String>(&format!(
+                "SELECT to_char(flux_internal.partition_start('{t}', '{step}') AT TIME ZONE 'UTC',                  'YYYY-MM-DD HH24:MI:SS') || '+00'"
+            ));
+            assert_eq!(got.as_deref(), Some(expected), "{t} by {step}");
+        }
+        assert_eq!(
+            one::<i64>(
+                "SELECT flux_internal.partition_count('2026-01-01', '2026-01-31', '1 day')::int8"
+            ),
+            Some(31)
+        );
+    }
+
+    #[pg_test]
+    fn maintenance_makes_partitions_ahead_and_moves_strays_out() {
+        let actions =
+            one::<i64>("SELECT count(*) FROM flux.run_maintenance() WHERE action = 'created'");
+        assert_eq!(
+            actions,
+            Some(4 + 4 + 3),
+            "today and 3 days ahead, this month and 2 ahead"
+        );
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM flux.run_maintenance()"),
+            Some(0)
+        );
+
+        let id = meter(1, "{}", &[(0, 1.0), (1, 2.0)]);
+        run(&format!(
+            "INSERT INTO flux.mg_meter_readings (device_id, time, energy_imported_active) \
+             VALUES ('{id}', '2999-01-01', 3)"
+        ));
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM flux_partitions.mg_meter_readings_default"),
+            Some(3)
+        );
+        let moved = one::<String>(
+            "SELECT string_agg(partition_name || ' ' || detail, '; ' ORDER BY partition_name) \
+             FROM flux.run_maintenance() WHERE action = 'moved'",
+        );
+        assert_eq!(
+            moved.as_deref(),
+            Some(
+                "flux_partitions.mg_meter_readings_p20240101 2 rows from flux_partitions.mg_meter_readings_default; \
+                 flux_partitions.mg_meter_readings_p29990101 1 rows from flux_partitions.mg_meter_readings_default"
+            )
+        );
+        // Two readings of one day, long past, share their year's partition; the future one has
+        // its day.
+        assert_eq!(
+            one::<String>(
+                "SELECT string_agg(lower::text || '..' || upper::text, ' ' ORDER BY lower) \
+                 FROM flux_internal.time_partitions('flux.mg_meter_readings') \
+                 WHERE partition::text IN ('flux_partitions.mg_meter_readings_p20240101', 'flux_partitions.mg_meter_readings_p29990101')"
+            )
+            .as_deref(),
+            Some(
+                "2024-01-01 00:00:00+00..2025-01-01 00:00:00+00 2999-01-01 00:00:00+00..2999-01-02 00:00:00+00"
+            )
+        );
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM flux_partitions.mg_meter_readings_default"),
+            Some(0)
+        );
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM flux.mg_meter_readings"),
+            Some(3)
+        );
+        // The new partitions check references per statement, like the rest.
+        assert_eq!(
+            one::<i64>(
+                "SELECT count(*) FROM pg_trigger t JOIN pg_constraint c ON c.oid = t.tgconstraint \
+                 WHERE c.conname = 'mg_meter_readings_device_id_fkey' AND t.tgrelid <> c.confrelid \
+                 AND t.tgenabled <> 'D'"
+            ),
+            Some(0)
+        );
+    }
+
+    #[pg_test]
+    fn device_references_are_checked_per_statement() {
+        let id = meter(1, "{}", &[(0, 1.0)]);
+        let unknown = "00000000-0000-0000-0000-000000000999";
+        let refused = failure(&format!(
+            "INSERT INTO flux.mg_meter_readings (device_id, time) \
+             VALUES ('{id}', '2024-01-02'), ('{unknown}', '2024-01-02')"
+        ))
+        .unwrap();
+        assert!(refused.starts_with("23503"), "{refused}");
+        assert!(
+            refused.contains("mg_meter_readings_device_id_fkey"),
+            "{refused}"
+        );
+        assert!(failure(&format!(
+            "DELETE FROM flux.mg_device_registry WHERE id = '{id}'"
+        ))
+        .unwrap()
+        .starts_with("23503"));
+        assert!(failure(&format!(
+            "UPDATE flux.mg_meter_readings SET device_id = '{unknown}' WHERE device_id = '{id}'"
+        ))
+        .unwrap()
+        .starts_with("23503"));
+        // Upserts check both their inserted and their updated rows.
+        assert!(failure(&format!(
+            "INSERT INTO flux.mg_meter_readings (device_id, time) VALUES ('{unknown}', '2024-01-01') \
+             ON CONFLICT (device_id, time) DO NOTHING"
+        ))
+        .unwrap()
+        .starts_with("23503"));
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM flux.mg_meter_readings"),
+            Some(1)
+        );
+    }
 }

@@ -146,6 +146,9 @@ create_extension() {
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS flux;
 ALTER EXTENSION flux UPDATE;
+-- Partitions from the start, rather than at the maintenance worker's first round.
+SET flux.maintenance_lock_timeout = '10s';
+DO \$\$ BEGIN IF to_regprocedure('flux.run_maintenance()') IS NOT NULL THEN PERFORM flux.run_maintenance(); END IF; END \$\$;
 ALTER ROLE authenticator PASSWORD '$AUTHENTICATOR_PASSWORD';
 NOTIFY pgrst, 'reload schema';
 NOTIFY pgrst, 'reload config';

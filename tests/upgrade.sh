@@ -24,9 +24,25 @@ SELECT line FROM (
         FROM rels JOIN pg_constraint c ON c.conrelid = rel
     UNION ALL SELECT 'index ' || pg_get_indexdef(indexrelid) FROM rels JOIN pg_index ON indrelid = rel
     UNION ALL SELECT 'trigger ' || pg_get_triggerdef(t.oid) FROM rels JOIN pg_trigger t ON t.tgrelid = rel WHERE NOT t.tgisinternal
-    UNION ALL SELECT format('relation %s rls=%s force=%s replident=%s acl=%s comment=%s', rel, relrowsecurity,
-                            relforcerowsecurity, relreplident, relacl, obj_description(rel, 'pg_class'))
+    UNION ALL SELECT format('constraint trigger %s %s of %s enabled=%s', rel, t.tgfoid::regproc, c.conname, t.tgenabled)
+        FROM rels JOIN pg_trigger t ON t.tgrelid = rel JOIN pg_constraint c ON c.oid = t.tgconstraint WHERE t.tgisinternal
+    UNION ALL SELECT format('relation %s kind=%s rls=%s force=%s replident=%s acl=%s comment=%s partitioned by %s bound %s', rel,
+                            relkind, relrowsecurity, relforcerowsecurity, relreplident, relacl, obj_description(rel, 'pg_class'),
+                            pg_get_partkeydef(rel), pg_get_expr(relpartbound, rel))
         FROM rels JOIN pg_class c ON c.oid = rel
+    UNION ALL SELECT 'dumped with pg_dump ' || cfg::regclass FROM pg_extension, unnest(extconfig) cfg WHERE extname = 'flux'
+    -- The time partitions are not members: each must look like the others of its table.
+    UNION ALL SELECT DISTINCT format('partition of %s: %s', i.inhparent::regclass,
+                                     replace(d.line, c.relname, p.relname || '_p*'))
+        FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent
+        CROSS JOIN LATERAL (
+            SELECT format('rls=%s replident=%s acl=%s', c.relrowsecurity, c.relreplident, c.relacl)
+            UNION ALL SELECT 'index ' || pg_get_indexdef(x.indexrelid) FROM pg_index x WHERE x.indrelid = c.oid
+            UNION ALL SELECT format('constraint %s', pg_get_constraintdef(k.oid)) FROM pg_constraint k WHERE k.conrelid = c.oid
+            UNION ALL SELECT format('trigger %s enabled=%s', t.tgfoid::regproc, t.tgenabled) FROM pg_trigger t WHERE t.tgrelid = c.oid
+        ) d(line)
+        WHERE i.inhparent IN (SELECT rel FROM rels) AND c.relnamespace = 'flux_partitions'::regnamespace
+          AND c.oid NOT IN (SELECT rel FROM rels)
     UNION ALL SELECT format('column comment %s.%s %s', rel, attname, col_description(rel, attnum))
         FROM rels JOIN pg_attribute ON attrelid = rel WHERE attnum > 0 AND col_description(rel, attnum) IS NOT NULL
     UNION ALL SELECT format('policy %s.%s %s %s using=%s check=%s', rel, polname, polcmd,
@@ -34,8 +50,10 @@ SELECT line FROM (
         FROM rels JOIN pg_policy ON polrelid = rel
     UNION ALL SELECT format('function %s acl=%s %s', p.oid::regprocedure, proacl, pg_get_functiondef(p.oid))
         FROM members m JOIN pg_proc p ON p.oid = m.objid WHERE m.classid = 'pg_proc'::regclass AND p.prokind <> 'a'
-    UNION ALL SELECT format('schema %s acl=%s', nspname, nspacl) FROM pg_namespace WHERE nspname IN ('flux', 'flux_internal')
-    UNION ALL SELECT 'published ' || schemaname || '.' || tablename FROM pg_publication_tables WHERE pubname = 'supabase_realtime'
+    UNION ALL SELECT format('schema %s acl=%s', nspname, nspacl) FROM pg_namespace
+        WHERE nspname IN ('flux', 'flux_internal', 'flux_partitions')
+    UNION ALL SELECT 'published ' || pr.prrelid::regclass FROM pg_publication_rel pr
+        JOIN pg_publication p ON p.oid = pr.prpubid WHERE p.pubname = 'supabase_realtime'
 ) described(line)
 ORDER BY line;
 SQL
@@ -65,12 +83,14 @@ versions=$(flux_psql -Atc "SELECT version FROM pg_available_extension_versions W
 [[ -n $versions ]] || die "no installable flux version found"
 
 flux_psql -c "DROP DATABASE IF EXISTS $fresh" -c "CREATE DATABASE $fresh"
-flux_psql_db "$fresh" -c "CREATE EXTENSION flux"
+flux_psql_db "$fresh" -c "CREATE EXTENSION flux" -c "SELECT count(*) FROM flux.run_maintenance()" >/dev/null
 expected_schema=$(schema_of "$fresh")
 # The comparison below is only as good as the description: make sure it sees the extension.
 for object in "member table flux.mg_meter_readings" "policy flux.mg_meter_readings.insert_at_claimed_sites" \
     "function flux_internal.pre_request()" "constraint flux.mg_bess_readings.soe_between_0_and_100" \
-    "published flux.mg_bess_readings" "trigger CREATE TRIGGER check_metadata"; do
+    "published flux.mg_bess_readings" "trigger CREATE TRIGGER check_metadata" \
+    "relation flux.mg_meter_readings kind=p" "partition of flux.mg_meter_readings: index" \
+    "constraint trigger flux.mg_meter_readings \"RI_FKey_check_ins\"" "dumped with pg_dump flux.mg_device_registry"; do
     grep -qF -- "$object" <<<"$expected_schema" || die "the schema description lacks \"$object\""
 done
 
@@ -95,7 +115,7 @@ SQL
     before=$(data_of "$db")
     # The current library serves the old schema until the update: its functions still work.
     calls_of "$db" >/dev/null || { say "FAIL $version: its functions fail on the current library"; failures=$((failures + 1)); }
-    flux_psql_db "$db" -c "ALTER EXTENSION flux UPDATE"
+    flux_psql_db "$db" -c "ALTER EXTENSION flux UPDATE" -c "SELECT count(*) FROM flux.run_maintenance()" >/dev/null
     after=$(data_of "$db")
     got_version=$(flux_psql_db "$db" -Atc "SELECT extversion FROM pg_extension WHERE extname = 'flux'")
     calls_of "$db" >/dev/null || { say "FAIL $version: the updated functions fail"; failures=$((failures + 1)); }

@@ -77,7 +77,7 @@ test('kill -9 of PostgreSQL during bulk ingest: every acknowledged batch is stor
   const failed = batches.filter((b) => b.status !== 201);
   assert.ok(failed.length > 0, 'some requests met the dead database');
   for (const b of failed) {
-    assert.ok(typeof b.status === 'number' && b.status >= 500, `a clear 5xx, not ${b.status}`);
+    assert.ok(typeof b.status === 'number' && b.status >= 500, `a clear 5xx, not ${b.status} ${b.code}`);
     assert.ok(b.code, 'with a JSON error body');
   }
   assert.ok(batches.every((b) => b.ms < 15_000), `no request hung (longest ${Math.max(...batches.map((b) => b.ms))} ms)`);

@@ -41,16 +41,41 @@ pub fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
+/// A partition of a published table: wal2json names the partition a row went to, never the
+/// partitioned table, and subscribers know only the latter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Partition {
+    pub schema: String,
+    pub name: String,
+    /// Index into [`Catalog::tables`] of the partitioned table.
+    pub table: usize,
+}
+
 #[derive(Debug, Default)]
 pub struct Catalog {
     pub tables: Vec<Arc<Table>>,
+    pub partitions: Vec<Partition>,
 }
 
 impl Catalog {
+    /// The published table a change of `schema.name` belongs to: the table itself or the
+    /// partitioned table of a partition.
     pub fn find(&self, schema: &str, name: &str) -> Option<&Arc<Table>> {
         self.tables
             .iter()
             .find(|t| t.schema == schema && t.name == name)
+            .or_else(|| {
+                self.partitions
+                    .iter()
+                    .find(|p| p.schema == schema && p.name == name)
+                    .map(|p| &self.tables[p.table])
+            })
+    }
+
+    /// Whether a change of `schema.name` may be of a partition newer than this catalog: it
+    /// is in a schema that holds partitions, and unknown.
+    pub fn may_be_new_partition(&self, schema: &str, name: &str) -> bool {
+        self.partitions.iter().any(|p| p.schema == schema) && self.find(schema, name).is_none()
     }
 
     /// Tables a binding names; `*` matches any schema or table.
@@ -63,7 +88,9 @@ impl Catalog {
     }
 
     /// wal2json's `add-tables` value: `schema.table` pairs, with `\` before the characters
-    /// wal2json treats specially.
+    /// wal2json treats specially. Every table of a schema holding partitions is included, so
+    /// that a partition created since this catalog was read is not missed (the feed then
+    /// reloads the catalog).
     pub fn add_tables_option(&self) -> String {
         let escape = |s: &str| {
             let mut out = String::with_capacity(s.len());
@@ -75,9 +102,14 @@ impl Catalog {
             }
             out
         };
+        let mut partition_schemas: Vec<&str> =
+            self.partitions.iter().map(|p| p.schema.as_str()).collect();
+        partition_schemas.sort_unstable();
+        partition_schemas.dedup();
         self.tables
             .iter()
             .map(|t| format!("{}.{}", escape(&t.schema), escape(&t.name)))
+            .chain(partition_schemas.iter().map(|s| format!("{}.*", escape(s))))
             .collect::<Vec<_>>()
             .join(",")
     }
@@ -134,6 +166,11 @@ pub mod fixtures {
     pub fn catalog() -> Catalog {
         Catalog {
             tables: vec![Arc::new(bess()), Arc::new(registry())],
+            partitions: vec![Partition {
+                schema: "flux_partitions".into(),
+                name: "mg_bess_readings_p20261129".into(),
+                table: 0,
+            }],
         }
     }
 }
@@ -155,12 +192,32 @@ mod tests {
     }
 
     #[test]
+    fn partitions_resolve_to_their_table() {
+        let c = catalog();
+        let t = c
+            .find("flux_partitions", "mg_bess_readings_p20261129")
+            .unwrap();
+        assert_eq!(
+            (t.schema.as_str(), t.name.as_str()),
+            ("flux", "mg_bess_readings")
+        );
+        assert!(!c.may_be_new_partition("flux_partitions", "mg_bess_readings_p20261129"));
+        assert!(c.may_be_new_partition("flux_partitions", "mg_bess_readings_p20261130"));
+        assert!(!c.may_be_new_partition("public", "other"));
+        assert_eq!(
+            c.add_tables_option(),
+            "flux.mg_bess_readings,flux.mg_device_registry,flux_partitions.*"
+        );
+    }
+
+    #[test]
     fn quotes_and_escapes_names() {
         let mut t = registry();
         t.name = "we\"ird.name, x".into();
         assert_eq!(t.qualified(), r#""flux"."we""ird.name, x""#);
         let c = Catalog {
             tables: vec![Arc::new(bess()), Arc::new(t)],
+            partitions: Vec::new(),
         };
         assert_eq!(
             c.add_tables_option(),

@@ -1,7 +1,7 @@
 //! PostgreSQL connections: a small pool for row conversion and RLS checks, and the catalog
 //! queries behind [`Catalog`] and [`Access`].
 
-use crate::catalog::{Catalog, Column, Table};
+use crate::catalog::{Catalog, Column, Partition, Table};
 use crate::filter::Kind;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -111,13 +111,23 @@ pub async fn prepare_feed_session(client: &Client) -> Result<(), DbError> {
         .await
 }
 
+/// The published tables, with their leaf partitions. A partitioned table shows in
+/// `pg_publication_tables` as itself or as its partitions (publish_via_partition_root): either
+/// way it is named here by its root.
 const CATALOG_SQL: &str = "
+WITH published AS (
+    SELECT DISTINCT coalesce(pg_partition_root(c.oid), c.oid) AS oid
+    FROM pg_publication_tables pt
+    JOIN pg_namespace n ON n.nspname = pt.schemaname
+    JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename
+    WHERE pt.pubname = $1
+)
 SELECT c.oid, n.nspname::text, c.relname::text, c.relrowsecurity,
        cols.names, cols.types, cols.sql_types, cols.nums,
-       coalesce(pk.names, '{}')
-FROM pg_publication_tables pt
-JOIN pg_namespace n ON n.nspname = pt.schemaname
-JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename
+       coalesce(pk.names, '{}'), leaves.schemas, leaves.names
+FROM published p
+JOIN pg_class c ON c.oid = p.oid
+JOIN pg_namespace n ON n.oid = c.relnamespace
 CROSS JOIN LATERAL (
     SELECT array_agg(a.attname::text ORDER BY a.attnum) AS names,
            array_agg(t.typname::text ORDER BY a.attnum) AS types,
@@ -133,47 +143,67 @@ LEFT JOIN LATERAL (
     JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
     WHERE i.indrelid = c.oid AND i.indisprimary
 ) pk ON true
-WHERE pt.pubname = $1
+CROSS JOIN LATERAL (
+    SELECT coalesce(array_agg(ln.nspname::text ORDER BY lc.relname), '{}') AS schemas,
+           coalesce(array_agg(lc.relname::text ORDER BY lc.relname), '{}') AS names
+    FROM pg_partition_tree(c.oid) tree
+    JOIN pg_class lc ON lc.oid = tree.relid
+    JOIN pg_namespace ln ON ln.oid = lc.relnamespace
+    WHERE tree.isleaf AND tree.relid <> c.oid
+) leaves
 ORDER BY n.nspname, c.relname";
 
 pub async fn load_catalog(client: &Client, publication: &str) -> Result<Catalog, DbError> {
     let rows = client.query(CATALOG_SQL, &[&publication]).await?;
-    let tables = rows
-        .iter()
-        .map(|r| {
-            let names: Vec<String> = r.get(4);
-            let types: Vec<String> = r.get(5);
-            let sql_types: Vec<String> = r.get(6);
-            let nums: Vec<i16> = r.get(7);
-            let pk_names: Vec<String> = r.get(8);
-            let columns: Vec<Column> = names
-                .into_iter()
-                .zip(types)
-                .zip(sql_types)
-                .zip(nums)
-                .map(|(((name, typname), sql_type), attnum)| Column {
-                    kind: Kind::of(&typname),
-                    name,
-                    typname,
-                    sql_type,
-                    attnum,
-                })
-                .collect();
-            let pk = pk_names
-                .iter()
-                .filter_map(|n| columns.iter().position(|c| &c.name == n))
-                .collect();
-            Arc::new(Table {
-                oid: r.get(0),
-                schema: r.get(1),
-                name: r.get(2),
-                rls: r.get(3),
-                columns,
-                pk,
+    let mut catalog = Catalog::default();
+    for r in &rows {
+        let names: Vec<String> = r.get(4);
+        let types: Vec<String> = r.get(5);
+        let sql_types: Vec<String> = r.get(6);
+        let nums: Vec<i16> = r.get(7);
+        let pk_names: Vec<String> = r.get(8);
+        let leaf_schemas: Vec<String> = r.get(9);
+        let leaf_names: Vec<String> = r.get(10);
+        let columns: Vec<Column> = names
+            .into_iter()
+            .zip(types)
+            .zip(sql_types)
+            .zip(nums)
+            .map(|(((name, typname), sql_type), attnum)| Column {
+                kind: Kind::of(&typname),
+                name,
+                typname,
+                sql_type,
+                attnum,
             })
-        })
-        .collect();
-    Ok(Catalog { tables })
+            .collect();
+        let pk = pk_names
+            .iter()
+            .filter_map(|n| columns.iter().position(|c| &c.name == n))
+            .collect();
+        let table = catalog.tables.len();
+        catalog
+            .partitions
+            .extend(
+                leaf_schemas
+                    .into_iter()
+                    .zip(leaf_names)
+                    .map(|(schema, name)| Partition {
+                        schema,
+                        name,
+                        table,
+                    }),
+            );
+        catalog.tables.push(Arc::new(Table {
+            oid: r.get(0),
+            schema: r.get(1),
+            name: r.get(2),
+            rls: r.get(3),
+            columns,
+            pk,
+        }));
+    }
+    Ok(catalog)
 }
 
 /// What one role may see of one table.

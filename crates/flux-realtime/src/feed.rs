@@ -9,6 +9,7 @@ use crate::db;
 use crate::state::State;
 use crate::time;
 use crate::wal::{self, WalChange};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -98,17 +99,23 @@ async fn stream(
     state.feed_up.store(true, Ordering::SeqCst);
 
     // With no table to follow, wal2json would follow all of them: filter everything instead.
+    // Rows that flux maintenance moves between partitions carry its replication origin: they
+    // change place, not content, and are left out.
     let poll = client
         .prepare(
             "SELECT data FROM pg_logical_slot_get_changes($1, NULL, $2,
                 'format-version', '2', 'include-pk', '1', 'include-timestamp', '1',
                 'include-type-oids', '1', 'include-transaction', '0',
-                'add-tables', $3, 'filter-tables', CASE WHEN $3 = '' THEN '*.*' ELSE '' END)",
+                'add-tables', $3, 'filter-tables', CASE WHEN $3 = '' THEN '*.*' ELSE '' END,
+                'filter-origins', (SELECT string_agg(roident::text, ',') FROM pg_replication_origin
+                                   WHERE roname = 'flux_maintenance'))",
         )
         .await
         .map_err(err("preparing the poll"))?;
     let mut refreshed = Instant::now();
     let mut generation = state.catalog_generation();
+    // Changes of tables in a partition schema that the catalog did not know after a reload.
+    let mut unknown: HashSet<(String, String)> = HashSet::new();
     let mut idle = Duration::from_millis(1);
     loop {
         if refreshed.elapsed() >= CATALOG_REFRESH {
@@ -117,6 +124,7 @@ async fn stream(
                 .map_err(err("reading the catalog"))?;
             state.set_catalog(catalog);
             refreshed = Instant::now();
+            unknown.clear();
         }
         // A join may have reloaded the catalog for a table just added to the publication:
         // follow it from the next poll on.
@@ -155,6 +163,22 @@ async fn stream(
                 Ok(None) => {}
                 Err(e) => log!("change feed: skipping a message: {e}"),
             }
+        }
+        // A partition created since the catalog was read: read it again before dispatching.
+        let catalog = state.catalog();
+        if changes.iter().any(|c| {
+            catalog.may_be_new_partition(&c.schema, &c.table)
+                && !unknown.contains(&(c.schema.clone(), c.table.clone()))
+        }) {
+            let catalog = db::load_catalog(&client, publication)
+                .await
+                .map_err(err("reading the catalog"))?;
+            for c in &changes {
+                if catalog.may_be_new_partition(&c.schema, &c.table) {
+                    unknown.insert((c.schema.clone(), c.table.clone()));
+                }
+            }
+            state.set_catalog(catalog);
         }
         if !changes.is_empty() && batches.send(Batch { changes }).await.is_err() {
             return Ok(());

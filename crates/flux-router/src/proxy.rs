@@ -140,6 +140,10 @@ impl Router {
         let answer =
             tokio::time::timeout(self.config.upstream_timeout, self.client.request(upstream)).await;
         match answer {
+            Ok(Ok(response)) if response.status() == StatusCode::BAD_REQUEST => {
+                in_flight.finished();
+                mid_request_disconnect(response).await
+            }
             Ok(Ok(response)) => {
                 in_flight.finished();
                 from_upstream(response)
@@ -464,6 +468,56 @@ fn from_upstream(response: Response<Incoming>) -> Reply {
     Response::from_parts(parts, body.map_err(BoxError::from).boxed())
 }
 
+/// PostgREST 12 answers 400 with an empty code and message when its database connection
+/// breaks mid-statement (PostgreSQL killed, restarted): libpq reports no SQLSTATE, and
+/// PostgREST's table sends every unknown code to 400. A client must not take that for bad
+/// input and drop its data: it becomes the 503 it is. Other 400s pass unchanged.
+async fn mid_request_disconnect(response: Response<Incoming>) -> Reply {
+    const ERROR_BODY_MAX: usize = 64 * 1024;
+    let small = response
+        .body()
+        .size_hint()
+        .upper()
+        .is_some_and(|n| n <= ERROR_BODY_MAX as u64);
+    if !small {
+        return from_upstream(response);
+    }
+    let (parts, body) = response.into_parts();
+    let bytes = match http_body_util::Limited::new(body, ERROR_BODY_MAX)
+        .collect()
+        .await
+    {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => return empty(StatusCode::BAD_GATEWAY),
+    };
+    if is_lost_connection(&bytes) {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "PT503",
+            "The database connection broke during the request",
+            Some("The statement was stored whole or not at all; the answer was lost."),
+            Some("Retry. With on_conflict and Prefer: resolution=ignore-duplicates a retry stores nothing twice."),
+        )
+        .with_header(header::RETRY_AFTER, "1".into());
+    }
+    let mut reply = error(StatusCode::BAD_REQUEST, "", "", None, None);
+    *reply.headers_mut() = parts.headers;
+    for name in &HOP_BY_HOP {
+        reply.headers_mut().remove(name);
+    }
+    *reply.body_mut() = Full::new(bytes).map_err(|never| match never {}).boxed();
+    reply
+}
+
+/// PostgREST's error body for a statement whose connection broke: no code, no message.
+fn is_lost_connection(body: &[u8]) -> bool {
+    let Ok(serde_json::Value::Object(fields)) = serde_json::from_slice(body) else {
+        return false;
+    };
+    let empty = |name: &str| fields.get(name).and_then(|v| v.as_str()) == Some("");
+    empty("code") && empty("message")
+}
+
 trait WithHeader {
     fn with_header(self, name: HeaderName, value: String) -> Self;
 }
@@ -736,5 +790,25 @@ mod tests {
         assert!(head.contains(&format!("content-length: {}", body.len())));
         let json: serde_json::Value = serde_json::from_str(body).unwrap();
         assert_eq!(json["code"], "PT429");
+    }
+
+    #[test]
+    fn only_postgrests_broken_connection_answer_is_a_lost_connection() {
+        assert!(is_lost_connection(
+            br#"{"code":"","details":null,"hint":null,"message":""}"#
+        ));
+        for body in [
+            &br#"{"code":"22P02","details":null,"hint":null,"message":"invalid input syntax"}"#[..],
+            br#"{"code":"PGRST100","details":"x","hint":null,"message":"parse error"}"#,
+            br#"{"code":"","details":null,"hint":null,"message":"something"}"#,
+            b"not json",
+            b"",
+        ] {
+            assert!(
+                !is_lost_connection(body),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
     }
 }

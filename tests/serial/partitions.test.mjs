@@ -1,0 +1,188 @@
+// Partition maintenance on the running stack: the background worker, retention, the bound on
+// how long maintenance can hold up ingest, inserts racing maintenance, and realtime over
+// partitions. Serial: it changes settings of the stack and drops partitions.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import pg from 'pg';
+import { anonKey, closeSql, env, registerDevice, service, sql } from '../e2e/lib.mjs';
+import { Client, flavors, sleep } from '../e2e/realtime/harness.mjs';
+
+after(closeSql);
+
+async function connect() {
+  const client = new pg.Client({ connectionString: env.FLUX_DB_URL });
+  await client.connect();
+  return client;
+}
+
+/** One round of maintenance by hand, on its own connection. */
+async function maintain(lockTimeout = '60s') {
+  const client = await connect();
+  try {
+    await client.query(`SET flux.maintenance_lock_timeout = '${lockTimeout}'`);
+    return (await client.query('SELECT * FROM flux.run_maintenance()')).rows;
+  } finally {
+    await client.end();
+  }
+}
+
+async function until(what, check, seconds = 30) {
+  const deadline = Date.now() + seconds * 1000;
+  while (Date.now() < deadline) {
+    if (await check()) return;
+    await sleep(200);
+  }
+  throw new Error(`${what}: not within ${seconds} s`);
+}
+
+const partitionOf = async (table, deviceId, time) =>
+  (await sql(`SELECT tableoid::regclass::text AS p FROM flux.${table} WHERE device_id = $1 AND time = $2`, [deviceId, time]))[0]?.p;
+
+test('the maintenance worker moves rows out of the default partition without being asked', async () => {
+  await sql(`ALTER SYSTEM SET flux.maintenance_interval = '1s'`);
+  await sql('SELECT pg_reload_conf()');
+  try {
+    const bess = await registerDevice({ type: 'bess' });
+    const time = `${2300 + Math.floor(Math.random() * 500)}-03-04T05:06:07Z`;
+    assert.equal((await service('/mg_bess_readings', { method: 'POST', body: { device_id: bess.id, time, soe: 12 } })).status, 201);
+    await until('the worker moved the reading', async () =>
+      (await partitionOf('mg_bess_readings', bess.id, time)) !== 'flux_partitions.mg_bess_readings_default');
+    assert.match(await partitionOf('mg_bess_readings', bess.id, time), /^flux_partitions\.mg_bess_readings_p\d{8}$/);
+    const log = await sql(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE backend_type = 'flux maintenance launcher'`);
+    assert.equal(log[0].n, 1, 'one launcher');
+  } finally {
+    await sql('ALTER SYSTEM RESET flux.maintenance_interval');
+    await sql('SELECT pg_reload_conf()');
+  }
+});
+
+test('retention drops whole partitions past the horizon; meter readings stay until their energy is kept', async () => {
+  const [bess, meter] = await Promise.all([registerDevice({ type: 'bess' }), registerDevice()]);
+  await sql(`SELECT * FROM flux.create_partitions('flux.mg_bess_readings', '2001-01-01', '2001-01-04')`);
+  await sql(`SELECT * FROM flux.create_partitions('flux.mg_meter_readings', '2001-01-01', '2001-01-04')`);
+  const day = (d) => `2001-01-0${d}T12:00:00Z`;
+  assert.equal((await service('/mg_bess_readings', { method: 'POST', body: [1, 2, 3].map((d) => ({ device_id: bess.id, time: day(d), soe: d })) })).status, 201);
+  assert.equal((await service('/mg_meter_readings', { method: 'POST', body: [1, 2, 3].map((d) => ({ device_id: meter.id, time: day(d), energy_imported_active: d })) })).status, 201);
+  const keptFrom = '2001-01-03T00:00:00Z';
+  try {
+    // Keep everything from 2001-01-03 on: the partitions of January 1 and 2 are past it.
+    for (const table of ['mg_bess_readings', 'mg_meter_readings']) {
+      await sql(`SELECT flux.set_retention('flux.${table}', now() - $1::timestamptz)`, [keptFrom]);
+    }
+    const actions = await maintain();
+    const dropped = actions.filter((a) => a.action === 'dropped').map((a) => a.partition_name);
+    assert.ok(dropped.includes('flux_partitions.mg_bess_readings_p20010101'), JSON.stringify(actions));
+    assert.ok(dropped.includes('flux_partitions.mg_bess_readings_p20010102'), JSON.stringify(actions));
+    assert.ok(!dropped.some((p) => p.includes('mg_meter_readings')), 'no meter partition before its energy is kept');
+    const bessLeft = await sql('SELECT soe FROM flux.mg_bess_readings WHERE device_id = $1 ORDER BY time', [bess.id]);
+    assert.deepEqual(bessLeft.map((r) => r.soe), [3]);
+    const meterLeft = await sql('SELECT count(*)::int AS n FROM flux.mg_meter_readings WHERE device_id = $1', [meter.id]);
+    assert.equal(meterLeft[0].n, 3);
+    // Nothing newer than the horizon went, and a second round has nothing to drop.
+    assert.ok(!actions.some((a) => a.action === 'dropped' && a.partition_name.endsWith('p20010103')));
+    assert.ok(!(await maintain()).some((a) => a.action === 'dropped'));
+  } finally {
+    for (const table of ['mg_bess_readings', 'mg_meter_readings']) await sql(`SELECT flux.set_retention('flux.${table}', NULL)`);
+  }
+});
+
+test('maintenance holds up ingest at most its lock timeout when a long query is in its way', async () => {
+  const bess = await registerDevice({ type: 'bess' });
+  await sql(`SELECT * FROM flux.create_partitions('flux.mg_bess_readings', '2002-01-01', '2002-01-02')`);
+  const reader = await connect();
+  try {
+    await sql(`SELECT flux.set_retention('flux.mg_bess_readings', now() - '2002-01-02'::timestamptz)`);
+    // A long report holds the table: dropping a partition must wait for it, or give up.
+    await reader.query('BEGIN');
+    await reader.query('SELECT count(*) FROM flux.mg_bess_readings');
+    const maintenance = maintain('300ms').then(() => 'finished', (e) => e.code);
+    await sleep(50);
+    const started = Date.now();
+    const insert = await service('/mg_bess_readings', { method: 'POST', body: { device_id: bess.id, time: new Date().toISOString(), soe: 1 } });
+    const waited = Date.now() - started;
+    assert.equal(insert.status, 201);
+    assert.equal(await maintenance, '55P03', 'maintenance gave up on the lock');
+    // The insert queued behind maintenance's lock request for at most its timeout (plus slack
+    // for a loaded machine); without the bound it would wait for the report.
+    assert.ok(waited < 5_000, `the insert waited ${waited} ms`);
+    await reader.query('COMMIT');
+    const dropped = (await maintain()).filter((a) => a.action === 'dropped');
+    assert.ok(dropped.map((a) => a.partition_name).includes('flux_partitions.mg_bess_readings_p20020101'), JSON.stringify(dropped));
+  } finally {
+    await reader.end();
+    await sql(`SELECT flux.set_retention('flux.mg_bess_readings', NULL)`);
+  }
+});
+
+test('readings bound for the default partition never fail while maintenance makes partitions', async () => {
+  const meter = await registerDevice();
+  // 40 days without partitions, written round-robin: each lands in the default partition
+  // until maintenance makes its partition, mid-traffic.
+  const base = Date.UTC(2400 + Math.floor(Math.random() * 400), 0, 1);
+  let stop = false;
+  const statuses = [];
+  let sent = 0;
+  const client = async (c) => {
+    for (let b = 0; !stop; b++) {
+      const day = base + ((c + 4 * b) % 40) * 86_400_000;
+      const second = c * 1_000_000 + b * 50;
+      const rows = Array.from({ length: 50 }, (_, i) => ({ device_id: meter.id, time: new Date(day + (second + i) * 10).toISOString(), power_total_active: i }));
+      const res = await service('/mg_meter_readings', { method: 'POST', body: rows });
+      statuses.push(res.status === 201 ? 201 : `${res.status} ${JSON.stringify(res.body)}`);
+      if (res.status === 201) sent += rows.length;
+    }
+  };
+  const clients = [0, 1, 2, 3].map(client);
+  const days = async () => (await sql(`SELECT count(*)::int AS n FROM flux_internal.time_partitions('flux.mg_meter_readings')
+                                        WHERE lower >= $1 AND upper <= $2`, [new Date(base), new Date(base + 40 * 86_400_000)]))[0].n;
+  for (let round = 0; round < 60 && (await days()) < 40; round++) {
+    await maintain();
+    await sleep(20);
+  }
+  stop = true;
+  await Promise.all(clients);
+  assert.deepEqual(statuses.filter((s) => s !== 201), [], 'every insert succeeded');
+  assert.equal(await days(), 40, 'maintenance made the 40 partitions while the inserts went on');
+  const [{ n }] = await sql('SELECT count(*)::int AS n FROM flux.mg_meter_readings WHERE device_id = $1', [meter.id]);
+  assert.equal(n, sent);
+  // Far-future partitions are capped (sql/partitions.sql): leave none behind for later runs.
+  for (const { partition } of await sql(`SELECT partition::text FROM flux_internal.time_partitions('flux.mg_meter_readings')
+                                         WHERE lower >= $1 AND upper <= $2`, [new Date(base), new Date(base + 40 * 86_400_000)])) {
+    await sql(`DROP TABLE ${partition}`);
+  }
+});
+
+for (const flavor of flavors) {
+  test(`realtime (${flavor.name}): partition changes arrive under the table's name, new partitions included; moves are not changes`, async () => {
+    const bess = await registerDevice({ type: 'bess' });
+    const client = new Client(flavor, anonKey);
+    try {
+      await client.subscribe('p', 'partitions', [{ event: '*', schema: 'flux', table: 'mg_bess_readings', filter: `device_id=eq.${bess.id}` }]);
+      const year = 2500 + Math.floor(Math.random() * 400);
+      // A partition made after the realtime server started.
+      const made = await sql(`SELECT * FROM flux.create_partitions('flux.mg_bess_readings', $1, $2)`, [`${year}-01-01`, `${year}-01-02`]);
+      assert.equal(made.length, 1);
+      const inNew = `${year}-01-01T10:00:00Z`;
+      assert.equal((await service('/mg_bess_readings', { method: 'POST', body: { device_id: bess.id, time: inNew, soe: 1 } })).status, 201);
+      const first = await client.waitForChange('p', (p) => p.new.soe === 1, 'the INSERT into the new partition');
+      assert.equal(first.payload.table, 'mg_bess_readings');
+      assert.equal(first.payload.schema, 'flux');
+      assert.equal(first.payload.eventType, 'INSERT');
+
+      // Into the default partition; then maintenance moves it: no DELETE, no second INSERT.
+      const inDefault = `${year}-06-01T10:00:00Z`;
+      assert.equal((await service('/mg_bess_readings', { method: 'POST', body: { device_id: bess.id, time: inDefault, soe: 2 } })).status, 201);
+      await client.waitForChange('p', (p) => p.new.soe === 2, 'the INSERT into the default partition');
+      assert.equal(await partitionOf('mg_bess_readings', bess.id, inDefault), 'flux_partitions.mg_bess_readings_default');
+      await maintain();
+      assert.notEqual(await partitionOf('mg_bess_readings', bess.id, inDefault), 'flux_partitions.mg_bess_readings_default');
+      // A later change of the moved row is one UPDATE; nothing from the move came before it.
+      assert.equal((await service(`/mg_bess_readings?device_id=eq.${bess.id}&time=eq.${inDefault}`, { method: 'PATCH', body: { soe: 3 } })).status, 204);
+      await client.waitForChange('p', (p) => p.eventType === 'UPDATE', 'the UPDATE of the moved row');
+      await sleep(300);
+      assert.deepEqual(client.changes('p').map((c) => c.payload.eventType), ['INSERT', 'INSERT', 'UPDATE']);
+    } finally {
+      await client.close();
+    }
+  });
+}
