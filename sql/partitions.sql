@@ -67,15 +67,21 @@ RETURNS TABLE (partition regclass, lower timestamptz, upper timestamptz, is_defa
 LANGUAGE sql STABLE
 AS $$
     -- No SET clause, so that callers inline it: planned in each caller, it is 20 times faster.
+    -- A bound holds constants only: it deparses without opening the partition (relid 0), to
+    -- DEFAULT or FOR VALUES FROM ('lower') TO ('upper'), either side possibly MINVALUE/MAXVALUE.
     SELECT c.oid::pg_catalog.regclass,
-           CASE WHEN b.m IS NULL THEN NULL WHEN b.m[1] = 'MINVALUE' THEN '-infinity' ELSE b.m[2]::pg_catalog.timestamptz END,
-           CASE WHEN b.m IS NULL THEN NULL WHEN b.m[3] = 'MAXVALUE' THEN 'infinity' ELSE b.m[4]::pg_catalog.timestamptz END,
-           b.m IS NULL
+           CASE WHEN b.bound = 'DEFAULT' THEN NULL
+                WHEN b.from_min THEN '-infinity'
+                ELSE pg_catalog.split_part(b.bound, '''', 2)::pg_catalog.timestamptz END,
+           CASE WHEN b.bound = 'DEFAULT' THEN NULL
+                WHEN b.bound LIKE '% TO (MAXVALUE)' THEN 'infinity'
+                ELSE pg_catalog.split_part(b.bound, '''', CASE WHEN b.from_min THEN 2 ELSE 4 END)::pg_catalog.timestamptz END,
+           b.bound = 'DEFAULT'
     FROM pg_catalog.pg_inherits i
     JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
     CROSS JOIN LATERAL (
-        SELECT pg_catalog.regexp_match(pg_catalog.pg_get_expr(c.relpartbound, c.oid),
-                                       '^FOR VALUES FROM \((MINVALUE|''([^'']*)'')\) TO \((MAXVALUE|''([^'']*)'')\)$') AS m
+        SELECT e.bound, e.bound LIKE 'FOR VALUES FROM (MINVALUE)%' AS from_min
+        FROM (SELECT pg_catalog.pg_get_expr(c.relpartbound, 0) AS bound OFFSET 0) e
     ) b
     WHERE i.inhparent = $1
 $$;

@@ -467,51 +467,74 @@ enum Side {
     After,
 }
 
-/// Pushes the context on one side of the grid, for every device of `states` (sorted by id), in
-/// one query: every row between the grid and the farthest of the last (or first)
-/// `CONTEXT_READINGS` readings of each register, and at least the nearest row (it decides
-/// whether the device's data covers the grid's edge). Each register's decisions then see the
-/// same readings as in any longer computation (R8), however sparsely it is read.
+/// How far from the grid the context is looked for, in days: the devices whose context the
+/// first window does not complete (fewer than `CONTEXT_READINGS` readings of a register in
+/// it) try the next. Bounded, so that a query reads the few partitions next to its range
+/// rather than every one of them: a register silent for longer than the last window has no
+/// context on that side (README: Energy).
+const CONTEXT_WINDOW_DAYS: [i64; 2] = [1, 31];
+const DAY_US: i64 = 86_400_000_000;
+
+/// Pushes the context on one side of the grid, for every device of `states` (sorted by id):
+/// every row between the grid and the farthest of the last (or first) `CONTEXT_READINGS`
+/// readings of each register, and at least the nearest row (it decides whether the device's
+/// data covers the grid's edge). Each register's decisions then see the same readings as in
+/// any longer computation (R8), however sparsely it is read.
 fn push_context(spi: &SpiClient<'_>, states: &mut [DeviceState], grid: Grid, side: Side) {
-    let (edge, bound, range, order) = match side {
-        Side::Before => ("least", "min", "time < $2", "DESC"),
-        Side::After => ("greatest", "max", "time >= $2", "ASC"),
+    let (grid_edge, sign) = match side {
+        Side::Before => (grid.start(), -1),
+        Side::After => (grid.end(), 1),
     };
-    let register = |column: &str| {
-        format!(
-            "(SELECT {bound}(time) FROM (SELECT time FROM flux.mg_meter_readings \
-             WHERE device_id = d.id AND {range} AND {column} IS NOT NULL \
-             ORDER BY time {order} LIMIT $3) k)"
-        )
-    };
-    let nearest = if side == Side::Before { "max" } else { "min" };
+    let mut edges: Vec<Option<i64>> = vec![None; states.len()];
+    let mut pending: Vec<usize> = (0..states.len()).collect();
+    for (pass, days) in CONTEXT_WINDOW_DAYS.iter().enumerate() {
+        let last_pass = pass + 1 == CONTEXT_WINDOW_DAYS.len();
+        let window = grid_edge + sign * days * DAY_US;
+        let ids: Vec<Uuid> = pending.iter().map(|&i| states[i].id).collect();
+        let found = context_edges(spi, &ids, grid_edge, window, side);
+        let mut still_pending = Vec::new();
+        for (&i, (complete, edge)) in pending.iter().zip(found) {
+            if complete || last_pass {
+                edges[i] = edge;
+            } else {
+                still_pending.push(i);
+            }
+        }
+        pending = still_pending;
+        if pending.is_empty() {
+            break;
+        }
+    }
+
+    let (with_context, edges): (Vec<Uuid>, Vec<TimestampWithTimeZone>) = states
+        .iter()
+        .zip(&edges)
+        .filter_map(|(s, e)| e.map(|e| (s.id, timestamptz(e))))
+        .unzip();
+    if with_context.is_empty() {
+        return;
+    }
     let span = match side {
-        Side::Before => "r.time >= c.edge AND r.time < $2",
-        Side::After => "r.time >= $2 AND r.time <= c.edge",
+        Side::Before => "r.time >= d.edge AND r.time < $3",
+        Side::After => "r.time >= $3 AND r.time <= d.edge",
     };
+    // LATERAL, so that each device reads only the partitions between its edge and the grid.
     let query = format!(
         "SELECT r.device_id, r.time, r.power_total_active, r.energy_imported_active, \
                 r.energy_exported_active \
-         FROM unnest($1::uuid[]) WITH ORDINALITY AS d(id, n) \
-         CROSS JOIN LATERAL (SELECT {edge}({imported}, {exported}, \
-             (SELECT {nearest}(time) FROM flux.mg_meter_readings WHERE device_id = d.id AND {range})) AS edge) c \
-         JOIN flux.mg_meter_readings r ON r.device_id = d.id AND {span} \
-         ORDER BY d.n, r.time",
-        imported = register("energy_imported_active"),
-        exported = register("energy_exported_active"),
+         FROM unnest($1::uuid[], $2::timestamptz[]) WITH ORDINALITY AS d(id, edge, n) \
+         CROSS JOIN LATERAL (SELECT * FROM flux.mg_meter_readings r \
+                             WHERE r.device_id = d.id AND {span} ORDER BY r.time) r \
+         ORDER BY d.n, r.time"
     );
     let keys: Vec<u128> = states.iter().map(|s| device_key(&s.id)).collect();
-    let edge = match side {
-        Side::Before => grid.start(),
-        Side::After => grid.end(),
-    };
     for_each_reading(
         spi,
         &query,
         &[
-            Arg::new(states.iter().map(|s| s.id).collect::<Vec<_>>()),
-            Arg::new(timestamptz(edge)),
-            Arg::new(CONTEXT_READINGS as i64),
+            Arg::new(with_context),
+            Arg::new(edges),
+            Arg::new(timestamptz(grid_edge)),
         ],
         |device, r| {
             if let Ok(i) = keys.binary_search(&device) {
@@ -520,6 +543,60 @@ fn push_context(spi: &SpiClient<'_>, states: &mut [DeviceState], grid: Grid, sid
             true
         },
     );
+}
+
+/// Per device of `ids`, in order: whether the window between `grid_edge` and `window` holds
+/// `CONTEXT_READINGS` readings of each register, and the time up to which the context reaches
+/// within it (None without any reading there).
+fn context_edges(
+    spi: &SpiClient<'_>,
+    ids: &[Uuid],
+    grid_edge: i64,
+    window: i64,
+    side: Side,
+) -> Vec<(bool, Option<i64>)> {
+    let (range, order, farthest, nearest, edge) = match side {
+        Side::Before => ("time < $2 AND time >= $3", "DESC", "min", "max", "least"),
+        Side::After => ("time >= $2 AND time < $3", "ASC", "max", "min", "greatest"),
+    };
+    let register = |column: &str, alias: &str| {
+        format!(
+            "CROSS JOIN LATERAL (SELECT count(*) AS n, {farthest}(time) AS edge FROM \
+                (SELECT time FROM flux.mg_meter_readings \
+                 WHERE device_id = d.id AND {range} AND {column} IS NOT NULL \
+                 ORDER BY time {order} LIMIT $4) k) {alias}"
+        )
+    };
+    let query = format!(
+        "SELECT i.n >= $4 AND e.n >= $4, \
+                {edge}(i.edge, e.edge, (SELECT {nearest}(time) FROM flux.mg_meter_readings \
+                                        WHERE device_id = d.id AND {range})) \
+         FROM unnest($1::uuid[]) WITH ORDINALITY AS d(id, n) {imported} {exported} \
+         ORDER BY d.n",
+        imported = register("energy_imported_active", "i"),
+        exported = register("energy_exported_active", "e"),
+    );
+    spi.select(
+        &query,
+        None,
+        &[
+            DatumWithOid::from(ids.to_vec()),
+            DatumWithOid::from(timestamptz(grid_edge)),
+            DatumWithOid::from(timestamptz(window)),
+            DatumWithOid::from(CONTEXT_READINGS as i64),
+        ],
+    )
+    .unwrap_or_else(|e| spi_failed(e))
+    .map(|row| {
+        let complete = row.get::<bool>(1).ok().flatten().unwrap_or(false);
+        let edge = row
+            .get::<TimestampWithTimeZone>(2)
+            .ok()
+            .flatten()
+            .map(|t| micros_since_unix_epoch(t, "context edge"));
+        (complete, edge)
+    })
+    .collect()
 }
 
 /// Pushes the readings inside the grid in time order (an index scan).

@@ -369,6 +369,14 @@ COMMENT ON FUNCTION flux.meter_energy_set_aside(timestamptz, timestamptz, uuid[]
     'Per device, register and reason (spike, re-base, implausible, ambiguous), the energy set aside over [start_time, end_time) in kWh, beside the energy booked: a misconfigured meter shows here.';
 COMMENT ON FUNCTION flux.settlement_period(timestamptz) IS
     'GB settlement date, period number and number of periods of that date (46 or 50 on clock-change days) of an instant.';
+
+-- The functions' queries each touch a few rows per device, but the planner's cost estimates
+-- over many partitions pass jit_above_cost: JIT compilation then takes seconds (measured: 2.9
+-- s of a 5.6 s call over 730 daily partitions) to save nothing.
+ALTER FUNCTION flux.get_meter_readings_5m(timestamptz, timestamptz, uuid[]) SET jit = off;
+ALTER FUNCTION flux.get_meter_readings_30m(timestamptz, timestamptz, uuid[]) SET jit = off;
+ALTER FUNCTION flux.meter_energy_buckets(timestamptz, timestamptz, interval, uuid[]) SET jit = off;
+ALTER FUNCTION flux.meter_energy_set_aside(timestamptz, timestamptz, uuid[]) SET jit = off;
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -384,12 +392,104 @@ AS 'MODULE_PATHNAME', 'sign_jwt_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/energy.rs:635
+-- src/edge.rs:183
+CREATE SCHEMA IF NOT EXISTS flux_internal; /* flux::edge::flux_internal */
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/edge.rs:194
+-- flux::edge::flux_internal::check_request
+CREATE  FUNCTION flux_internal."check_request"() RETURNS TEXT[] /* :: std :: option :: Option < Vec < String > > */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'check_request_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/edge.rs:286
+-- flux::edge::flux_internal::cancel_request
+CREATE  FUNCTION flux_internal."cancel_request"(
+	"request_id" TEXT /* & str */
+) RETURNS bool /* bool */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'cancel_request_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/lib.rs:60
+-- requires:
+--   roles
+--   edge::flux_internal::check_request
+--   edge::flux_internal::cancel_request
+
+-- The API edge: PostgREST calls flux_internal.pre_request() before every request
+-- (db-pre-request = "flux_internal.pre_request"). The decision — api key, rate limit — is made
+-- natively by flux_internal.check_request; this front door only applies it, because custom
+-- HTTP statuses (RAISE SQLSTATE 'PGRST') can only be raised from plpgsql.
+--
+-- It writes no table: PostgREST runs GET requests in READ ONLY transactions, so the token
+-- buckets live in shared memory.
+CREATE FUNCTION flux_internal.pre_request() RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    refusal text[] := flux_internal.check_request();
+BEGIN
+    IF refusal IS NOT NULL THEN
+        RAISE SQLSTATE 'PGRST' USING MESSAGE = refusal[1], DETAIL = refusal[2];
+    END IF;
+END
+$$;
+
+COMMENT ON FUNCTION flux_internal.pre_request() IS
+    'PostgREST db-pre-request hook: rejects requests without a valid api key (401) or over their rate limit (429), and sets the X-RateLimit-* headers.';
+
+-- PostgREST runs the hook as whichever role the request's JWT names, including roles a project
+-- adds beyond the three built-in ones: every role may execute it (functions are executable by
+-- PUBLIC by default); what else lives in flux_internal keeps its own grants.
+GRANT USAGE ON SCHEMA flux_internal TO PUBLIC;
+
+COMMENT ON FUNCTION flux_internal.cancel_request(text) IS
+    'Cancels the statement of the request the router named (x-flux-request-id) if a backend still serves it: the router calls it when the client leaves or PostgREST''s answer is overdue.';
+
+-- The router connects as PostgREST's login role to cancel; nobody else needs to.
+REVOKE ALL ON FUNCTION flux_internal.cancel_request(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION flux_internal.cancel_request(text) TO authenticator;
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/lib.rs:69
+-- requires:
+--   roles
+--   edge
+--   keys::sign_jwt
+
+-- Minting api keys and access tokens from SQL: flux.sign_jwt (src/keys.rs) checks the claims
+-- and signs them natively with the superuser-only setting `flux.jwt_secret` (the secret
+-- PostgREST verifies with). No API role can read the secret, and there is no lower-level
+-- signer to call around the checks.
+
+COMMENT ON FUNCTION flux.sign_jwt(jsonb, interval) IS
+    'Signs claims (role anon, authenticated or service_role; optional sub, sites, ...) as an HS256 JWT valid for valid_for. Service role only.';
+
+REVOKE ALL ON FUNCTION flux.sign_jwt(jsonb, interval) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION flux.sign_jwt(jsonb, interval) TO service_role;
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/energy.rs:712
 CREATE SCHEMA IF NOT EXISTS flux_internal; /* flux::energy::flux_internal */
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/energy.rs:643
+-- src/energy.rs:730
+-- flux::energy::flux_internal::energy_metadata_error
+-- Skipped due to `#[pgrx(sql = false)]`
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/energy.rs:720
 -- flux::energy::flux_internal::energy_metadata_error
 CREATE  FUNCTION flux_internal."energy_metadata_error"(
 	"metadata" TEXT /* Option < & str > */
@@ -425,6 +525,103 @@ $$;
 CREATE TRIGGER check_metadata
     BEFORE INSERT OR UPDATE OF metadata ON flux.mg_device_registry
     FOR EACH ROW EXECUTE FUNCTION flux_internal.check_device_metadata();
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/lib.rs:29
+-- requires:
+--   tables
+--   registry
+
+-- Device references, checked once per statement.
+--
+-- The readings' foreign keys to the registry stay declared (sql/tables.sql): they refuse to
+-- delete a device that has readings, cascade an id change, and tell PostgREST how to embed the
+-- device in a reading. But PostgreSQL checks a foreign key on insert once per row, with one
+-- index probe and one row lock each: ~40 % of the time of a COPY. Here one statement-level
+-- trigger checks all rows of a statement with one query over its distinct devices instead, and
+-- the per-row check triggers are disabled. Same guarantees:
+--   * every device_id is in the registry, or the whole statement fails with 23503 (409);
+--   * the devices are locked FOR KEY SHARE, as the foreign key's check does, so a concurrent
+--     delete of one waits for this transaction and then fails on the readings it finds.
+-- Partitions attached later get the per-row triggers enabled again; maintenance disables them
+-- (flux_internal.disable_row_reference_checks). Until then a reading is checked twice.
+
+CREATE FUNCTION flux_internal.check_device_references() RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+DECLARE
+    missing uuid;
+BEGIN
+    -- Lock the devices in id order, as two concurrent statements must not deadlock.
+    PERFORM FROM flux.mg_device_registry d
+    WHERE d.id IN (SELECT n.device_id FROM new_rows n)
+    ORDER BY d.id
+    FOR KEY SHARE;
+
+    SELECT n.device_id INTO missing
+    FROM (SELECT DISTINCT device_id FROM new_rows) n
+    WHERE NOT EXISTS (SELECT FROM flux.mg_device_registry d WHERE d.id = n.device_id)
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'insert or update on table "%" violates foreign key constraint "%_device_id_fkey"',
+                TG_TABLE_NAME, TG_TABLE_NAME
+            USING ERRCODE = '23503',
+                  DETAIL = format('Key (device_id)=(%s) is not present in table "mg_device_registry".', missing),
+                  SCHEMA = TG_TABLE_SCHEMA, TABLE = TG_TABLE_NAME,
+                  CONSTRAINT = TG_TABLE_NAME || '_device_id_fkey';
+    END IF;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION flux_internal.check_device_references() IS
+    'Statement-level check that every device_id of the new rows is registered (23503 otherwise), locking the devices FOR KEY SHARE as a foreign key check does.';
+
+-- Transition tables cannot be shared by INSERT and UPDATE triggers, hence two of each.
+CREATE TRIGGER check_device_references_on_insert
+    AFTER INSERT ON flux.mg_bess_readings REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION flux_internal.check_device_references();
+CREATE TRIGGER check_device_references_on_update
+    AFTER UPDATE ON flux.mg_bess_readings REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION flux_internal.check_device_references();
+CREATE TRIGGER check_device_references_on_insert
+    AFTER INSERT ON flux.mg_meter_readings REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION flux_internal.check_device_references();
+CREATE TRIGGER check_device_references_on_update
+    AFTER UPDATE ON flux.mg_meter_readings REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION flux_internal.check_device_references();
+
+-- Disables the foreign keys' per-row check triggers on the reading tables and every partition
+-- (the statement-level triggers above replace them); returns the partitions it changed.
+-- Their delete and update triggers on the registry stay on.
+CREATE FUNCTION flux_internal.disable_row_reference_checks() RETURNS SETOF regclass
+LANGUAGE plpgsql
+SET search_path = pg_catalog
+AS $$
+DECLARE
+    rel regclass;
+    trigger_name name;
+BEGIN
+    FOR rel, trigger_name IN
+        SELECT t.tgrelid::regclass, t.tgname
+        FROM pg_trigger t
+        JOIN pg_constraint c ON c.oid = t.tgconstraint
+        WHERE c.conname IN ('mg_bess_readings_device_id_fkey', 'mg_meter_readings_device_id_fkey')
+          AND c.confrelid = 'flux.mg_device_registry'::regclass
+          AND t.tgrelid <> c.confrelid
+          AND t.tgenabled <> 'D'
+        ORDER BY t.tgrelid::regclass::text
+    LOOP
+        EXECUTE format('ALTER TABLE %s DISABLE TRIGGER %I', rel, trigger_name);
+        RETURN NEXT rel;
+    END LOOP;
+END
+$$;
+REVOKE ALL ON FUNCTION flux_internal.disable_row_reference_checks() FROM PUBLIC;
+
+SELECT count(*) FROM flux_internal.disable_row_reference_checks();
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -528,103 +725,6 @@ FROM unnest(ARRAY['flux_partitions.mg_bess_readings_default', 'flux_partitions.m
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:29
--- requires:
---   tables
---   registry
-
--- Device references, checked once per statement.
---
--- The readings' foreign keys to the registry stay declared (sql/tables.sql): they refuse to
--- delete a device that has readings, cascade an id change, and tell PostgREST how to embed the
--- device in a reading. But PostgreSQL checks a foreign key on insert once per row, with one
--- index probe and one row lock each: ~40 % of the time of a COPY. Here one statement-level
--- trigger checks all rows of a statement with one query over its distinct devices instead, and
--- the per-row check triggers are disabled. Same guarantees:
---   * every device_id is in the registry, or the whole statement fails with 23503 (409);
---   * the devices are locked FOR KEY SHARE, as the foreign key's check does, so a concurrent
---     delete of one waits for this transaction and then fails on the readings it finds.
--- Partitions attached later get the per-row triggers enabled again; maintenance disables them
--- (flux_internal.disable_row_reference_checks). Until then a reading is checked twice.
-
-CREATE FUNCTION flux_internal.check_device_references() RETURNS trigger
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog
-AS $$
-DECLARE
-    missing uuid;
-BEGIN
-    -- Lock the devices in id order, as two concurrent statements must not deadlock.
-    PERFORM FROM flux.mg_device_registry d
-    WHERE d.id IN (SELECT n.device_id FROM new_rows n)
-    ORDER BY d.id
-    FOR KEY SHARE;
-
-    SELECT n.device_id INTO missing
-    FROM (SELECT DISTINCT device_id FROM new_rows) n
-    WHERE NOT EXISTS (SELECT FROM flux.mg_device_registry d WHERE d.id = n.device_id)
-    LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION 'insert or update on table "%" violates foreign key constraint "%_device_id_fkey"',
-                TG_TABLE_NAME, TG_TABLE_NAME
-            USING ERRCODE = '23503',
-                  DETAIL = format('Key (device_id)=(%s) is not present in table "mg_device_registry".', missing),
-                  SCHEMA = TG_TABLE_SCHEMA, TABLE = TG_TABLE_NAME,
-                  CONSTRAINT = TG_TABLE_NAME || '_device_id_fkey';
-    END IF;
-    RETURN NULL;
-END
-$$;
-COMMENT ON FUNCTION flux_internal.check_device_references() IS
-    'Statement-level check that every device_id of the new rows is registered (23503 otherwise), locking the devices FOR KEY SHARE as a foreign key check does.';
-
--- Transition tables cannot be shared by INSERT and UPDATE triggers, hence two of each.
-CREATE TRIGGER check_device_references_on_insert
-    AFTER INSERT ON flux.mg_bess_readings REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION flux_internal.check_device_references();
-CREATE TRIGGER check_device_references_on_update
-    AFTER UPDATE ON flux.mg_bess_readings REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION flux_internal.check_device_references();
-CREATE TRIGGER check_device_references_on_insert
-    AFTER INSERT ON flux.mg_meter_readings REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION flux_internal.check_device_references();
-CREATE TRIGGER check_device_references_on_update
-    AFTER UPDATE ON flux.mg_meter_readings REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION flux_internal.check_device_references();
-
--- Disables the foreign keys' per-row check triggers on the reading tables and every partition
--- (the statement-level triggers above replace them); returns the partitions it changed.
--- Their delete and update triggers on the registry stay on.
-CREATE FUNCTION flux_internal.disable_row_reference_checks() RETURNS SETOF regclass
-LANGUAGE plpgsql
-SET search_path = pg_catalog
-AS $$
-DECLARE
-    rel regclass;
-    trigger_name name;
-BEGIN
-    FOR rel, trigger_name IN
-        SELECT t.tgrelid::regclass, t.tgname
-        FROM pg_trigger t
-        JOIN pg_constraint c ON c.oid = t.tgconstraint
-        WHERE c.conname IN ('mg_bess_readings_device_id_fkey', 'mg_meter_readings_device_id_fkey')
-          AND c.confrelid = 'flux.mg_device_registry'::regclass
-          AND t.tgrelid <> c.confrelid
-          AND t.tgenabled <> 'D'
-        ORDER BY t.tgrelid::regclass::text
-    LOOP
-        EXECUTE format('ALTER TABLE %s DISABLE TRIGGER %I', rel, trigger_name);
-        RETURN NEXT rel;
-    END LOOP;
-END
-$$;
-REVOKE ALL ON FUNCTION flux_internal.disable_row_reference_checks() FROM PUBLIC;
-
-SELECT count(*) FROM flux_internal.disable_row_reference_checks();
-/* </end connected objects> */
-
-/* <begin connected objects> */
 -- src/lib.rs:34
 -- requires:
 --   tables
@@ -700,15 +800,21 @@ RETURNS TABLE (partition regclass, lower timestamptz, upper timestamptz, is_defa
 LANGUAGE sql STABLE
 AS $$
     -- No SET clause, so that callers inline it: planned in each caller, it is 20 times faster.
+    -- A bound holds constants only: it deparses without opening the partition (relid 0), to
+    -- DEFAULT or FOR VALUES FROM ('lower') TO ('upper'), either side possibly MINVALUE/MAXVALUE.
     SELECT c.oid::pg_catalog.regclass,
-           CASE WHEN b.m IS NULL THEN NULL WHEN b.m[1] = 'MINVALUE' THEN '-infinity' ELSE b.m[2]::pg_catalog.timestamptz END,
-           CASE WHEN b.m IS NULL THEN NULL WHEN b.m[3] = 'MAXVALUE' THEN 'infinity' ELSE b.m[4]::pg_catalog.timestamptz END,
-           b.m IS NULL
+           CASE WHEN b.bound = 'DEFAULT' THEN NULL
+                WHEN b.from_min THEN '-infinity'
+                ELSE pg_catalog.split_part(b.bound, '''', 2)::pg_catalog.timestamptz END,
+           CASE WHEN b.bound = 'DEFAULT' THEN NULL
+                WHEN b.bound LIKE '% TO (MAXVALUE)' THEN 'infinity'
+                ELSE pg_catalog.split_part(b.bound, '''', CASE WHEN b.from_min THEN 2 ELSE 4 END)::pg_catalog.timestamptz END,
+           b.bound = 'DEFAULT'
     FROM pg_catalog.pg_inherits i
     JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
     CROSS JOIN LATERAL (
-        SELECT pg_catalog.regexp_match(pg_catalog.pg_get_expr(c.relpartbound, c.oid),
-                                       '^FOR VALUES FROM \((MINVALUE|''([^'']*)'')\) TO \((MAXVALUE|''([^'']*)'')\)$') AS m
+        SELECT e.bound, e.bound LIKE 'FOR VALUES FROM (MINVALUE)%' AS from_min
+        FROM (SELECT pg_catalog.pg_get_expr(c.relpartbound, 0) AS bound OFFSET 0) e
     ) b
     WHERE i.inhparent = $1
 $$;
@@ -1114,12 +1220,6 @@ WHERE NOT EXISTS (SELECT FROM pg_replication_origin WHERE roname = 'flux_mainten
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/energy.rs:653
--- flux::energy::flux_internal::energy_metadata_error
--- Skipped due to `#[pgrx(sql = false)]`
-/* </end connected objects> */
-
-/* <begin connected objects> */
 -- src/keys.rs:55
 CREATE SCHEMA IF NOT EXISTS flux_internal; /* flux::keys::flux_internal */
 /* </end connected objects> */
@@ -1128,91 +1228,5 @@ CREATE SCHEMA IF NOT EXISTS flux_internal; /* flux::keys::flux_internal */
 -- src/keys.rs:62
 -- flux::keys::flux_internal::jwt_sign
 -- Skipped due to `#[pgrx(sql = false)]`
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/edge.rs:183
-CREATE SCHEMA IF NOT EXISTS flux_internal; /* flux::edge::flux_internal */
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/edge.rs:286
--- flux::edge::flux_internal::cancel_request
-CREATE  FUNCTION flux_internal."cancel_request"(
-	"request_id" TEXT /* & str */
-) RETURNS bool /* bool */
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'cancel_request_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/edge.rs:194
--- flux::edge::flux_internal::check_request
-CREATE  FUNCTION flux_internal."check_request"() RETURNS TEXT[] /* :: std :: option :: Option < Vec < String > > */
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'check_request_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/lib.rs:60
--- requires:
---   roles
---   edge::flux_internal::check_request
---   edge::flux_internal::cancel_request
-
--- The API edge: PostgREST calls flux_internal.pre_request() before every request
--- (db-pre-request = "flux_internal.pre_request"). The decision — api key, rate limit — is made
--- natively by flux_internal.check_request; this front door only applies it, because custom
--- HTTP statuses (RAISE SQLSTATE 'PGRST') can only be raised from plpgsql.
---
--- It writes no table: PostgREST runs GET requests in READ ONLY transactions, so the token
--- buckets live in shared memory.
-CREATE FUNCTION flux_internal.pre_request() RETURNS void
-LANGUAGE plpgsql
-AS $$
-DECLARE
-    refusal text[] := flux_internal.check_request();
-BEGIN
-    IF refusal IS NOT NULL THEN
-        RAISE SQLSTATE 'PGRST' USING MESSAGE = refusal[1], DETAIL = refusal[2];
-    END IF;
-END
-$$;
-
-COMMENT ON FUNCTION flux_internal.pre_request() IS
-    'PostgREST db-pre-request hook: rejects requests without a valid api key (401) or over their rate limit (429), and sets the X-RateLimit-* headers.';
-
--- PostgREST runs the hook as whichever role the request's JWT names, including roles a project
--- adds beyond the three built-in ones: every role may execute it (functions are executable by
--- PUBLIC by default); what else lives in flux_internal keeps its own grants.
-GRANT USAGE ON SCHEMA flux_internal TO PUBLIC;
-
-COMMENT ON FUNCTION flux_internal.cancel_request(text) IS
-    'Cancels the statement of the request the router named (x-flux-request-id) if a backend still serves it: the router calls it when the client leaves or PostgREST''s answer is overdue.';
-
--- The router connects as PostgREST's login role to cancel; nobody else needs to.
-REVOKE ALL ON FUNCTION flux_internal.cancel_request(text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION flux_internal.cancel_request(text) TO authenticator;
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/lib.rs:69
--- requires:
---   roles
---   edge
---   keys::sign_jwt
-
--- Minting api keys and access tokens from SQL: flux.sign_jwt (src/keys.rs) checks the claims
--- and signs them natively with the superuser-only setting `flux.jwt_secret` (the secret
--- PostgREST verifies with). No API role can read the secret, and there is no lower-level
--- signer to call around the checks.
-
-COMMENT ON FUNCTION flux.sign_jwt(jsonb, interval) IS
-    'Signs claims (role anon, authenticated or service_role; optional sub, sites, ...) as an HS256 JWT valid for valid_for. Service role only.';
-
-REVOKE ALL ON FUNCTION flux.sign_jwt(jsonb, interval) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION flux.sign_jwt(jsonb, interval) TO service_role;
 /* </end connected objects> */
 
