@@ -120,6 +120,13 @@ ALTER FUNCTION flux.get_meter_readings_30m(timestamptz, timestamptz, uuid[]) SET
 ALTER FUNCTION flux.meter_energy_buckets(timestamptz, timestamptz, interval, uuid[]) SET jit = off;
 ALTER FUNCTION flux.meter_energy_set_aside(timestamptz, timestamptz, uuid[]) SET jit = off;
 
+-- Row ids from a thread-local CSPRNG rather than OpenSSL per row (src/ids.rs).
+CREATE  FUNCTION flux_internal."random_uuid"() RETURNS uuid /* Uuid */
+STRICT VOLATILE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'random_uuid_wrapper';
+ALTER TABLE flux.mg_device_registry ALTER COLUMN id SET DEFAULT flux_internal.random_uuid();
+
 -- Time partitions. The reading tables and market_data are rebuilt as partitioned tables
 -- (sql/tables.sql) and filled partition by partition from the 0.1.0 tables, which are then
 -- dropped. All in the update's one transaction: the three tables are locked ACCESS EXCLUSIVE
@@ -165,7 +172,7 @@ COMMENT ON SCHEMA flux_partitions IS
     'Time partitions of the flux tables, created and dropped by flux.run_maintenance(). Not part of the API.';
 
 CREATE TABLE flux.mg_bess_readings (
-    id                        uuid             NOT NULL DEFAULT gen_random_uuid(),
+    id                        uuid             NOT NULL DEFAULT flux_internal.random_uuid(),
     time                      timestamptz      NOT NULL,
     device_id                 uuid             NOT NULL,
     soe                       double precision,
@@ -192,7 +199,7 @@ COMMENT ON COLUMN flux.mg_bess_readings.soe IS 'State of energy, % (0-100)';
 COMMENT ON COLUMN flux.mg_bess_readings.target_power IS 'Power set-point, kW (negative = charging)';
 
 CREATE TABLE flux.mg_meter_readings (
-    id                     uuid             NOT NULL DEFAULT gen_random_uuid(),
+    id                     uuid             NOT NULL DEFAULT flux_internal.random_uuid(),
     time                   timestamptz      NOT NULL,
     device_id              uuid             NOT NULL,
     power_total_active     double precision,
@@ -224,7 +231,7 @@ COMMENT ON COLUMN flux.mg_meter_readings.voltage_line_average IS 'Average line v
 COMMENT ON COLUMN flux.mg_meter_readings.current_phase_average IS 'Average phase current, A';
 
 CREATE TABLE flux.market_data (
-    id          uuid             NOT NULL DEFAULT gen_random_uuid(),
+    id          uuid             NOT NULL DEFAULT flux_internal.random_uuid(),
     time        timestamptz      NOT NULL,
     type        smallint         NOT NULL,
     value       double precision NOT NULL,
@@ -366,11 +373,11 @@ CREATE POLICY service_all ON flux.mg_meter_readings TO service_role USING (true)
 CREATE POLICY service_all ON flux.market_data TO service_role USING (true) WITH CHECK (true);
 
 CREATE POLICY insert_at_claimed_sites ON flux.mg_bess_readings FOR INSERT TO authenticated
-    WITH CHECK (EXISTS (SELECT FROM flux.mg_device_registry d
-                        WHERE d.id = device_id AND d.site = ANY ((SELECT flux_internal.claimed_sites())::text[])));
+    WITH CHECK (device_id IN (SELECT d.id FROM flux.mg_device_registry d
+                              WHERE d.site = ANY ((SELECT flux_internal.claimed_sites())::text[])));
 CREATE POLICY insert_at_claimed_sites ON flux.mg_meter_readings FOR INSERT TO authenticated
-    WITH CHECK (EXISTS (SELECT FROM flux.mg_device_registry d
-                        WHERE d.id = device_id AND d.site = ANY ((SELECT flux_internal.claimed_sites())::text[])));
+    WITH CHECK (device_id IN (SELECT d.id FROM flux.mg_device_registry d
+                              WHERE d.site = ANY ((SELECT flux_internal.claimed_sites())::text[])));
 
 
 -- A partition answers to its table's policies, but PostgreSQL checks a few things on the

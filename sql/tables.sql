@@ -4,7 +4,8 @@
 -- creates, moves and drops the partitions). Every unique key contains (device_id, time) or
 -- (type, time), as partitioning requires and as distributing by device (Citus) will. The `id`
 -- columns are generated UUIDs for clients that want a handle on a row; they are not unique
--- keys for the same reason.
+-- keys for the same reason. flux_internal.random_uuid() makes the same version 4 uuids as
+-- gen_random_uuid(), in a fraction of the time (src/ids.rs).
 --
 -- Floating-point columns refuse NaN, ±Infinity and absurd magnitudes: JSON cannot carry the
 -- first two, but PostgreSQL would accept the strings "NaN" and "Infinity", and one such value
@@ -25,7 +26,7 @@ COMMENT ON SCHEMA flux_partitions IS
     'Time partitions of the flux tables, created and dropped by flux.run_maintenance(). Not part of the API.';
 
 CREATE TABLE flux.mg_device_registry (
-    id          uuid        NOT NULL DEFAULT gen_random_uuid() PRIMARY KEY,
+    id          uuid        NOT NULL DEFAULT flux_internal.random_uuid() PRIMARY KEY,
     name        text        NOT NULL,
     type        text        NOT NULL,
     site        text,
@@ -50,7 +51,7 @@ COMMENT ON COLUMN flux.mg_device_registry.metadata IS
     'Free-form JSON object; energy parameters: max_power_kw, energy_register_max_kwh, energy_jitter_kwh';
 
 CREATE TABLE flux.mg_bess_readings (
-    id                        uuid             NOT NULL DEFAULT gen_random_uuid(),
+    id                        uuid             NOT NULL DEFAULT flux_internal.random_uuid(),
     time                      timestamptz      NOT NULL,
     device_id                 uuid             NOT NULL,
     soe                       double precision,
@@ -77,7 +78,7 @@ COMMENT ON COLUMN flux.mg_bess_readings.soe IS 'State of energy, % (0-100)';
 COMMENT ON COLUMN flux.mg_bess_readings.target_power IS 'Power set-point, kW (negative = charging)';
 
 CREATE TABLE flux.mg_meter_readings (
-    id                     uuid             NOT NULL DEFAULT gen_random_uuid(),
+    id                     uuid             NOT NULL DEFAULT flux_internal.random_uuid(),
     time                   timestamptz      NOT NULL,
     device_id              uuid             NOT NULL,
     power_total_active     double precision,
@@ -109,7 +110,7 @@ COMMENT ON COLUMN flux.mg_meter_readings.voltage_line_average IS 'Average line v
 COMMENT ON COLUMN flux.mg_meter_readings.current_phase_average IS 'Average phase current, A';
 
 CREATE TABLE flux.market_data (
-    id          uuid             NOT NULL DEFAULT gen_random_uuid(),
+    id          uuid             NOT NULL DEFAULT flux_internal.random_uuid(),
     time        timestamptz      NOT NULL,
     type        smallint         NOT NULL,
     value       double precision NOT NULL,

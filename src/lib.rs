@@ -10,6 +10,7 @@ mod edge;
 mod energy;
 mod error;
 mod guc;
+mod ids;
 mod keys;
 mod maintenance;
 mod row_stream;
@@ -17,7 +18,11 @@ mod row_stream;
 ::pgrx::pg_module_magic!(name, version);
 
 extension_sql_file!("../sql/roles.sql", name = "roles", bootstrap);
-extension_sql_file!("../sql/tables.sql", name = "tables", requires = ["roles"]);
+extension_sql_file!(
+    "../sql/tables.sql",
+    name = "tables",
+    requires = ["roles", ids::flux_internal::random_uuid]
+);
 extension_sql_file!(
     "../sql/registry.sql",
     name = "registry",

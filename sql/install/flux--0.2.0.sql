@@ -7,7 +7,7 @@ The ordering of items is not stable, it is driven by a dependency graph.
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:19
+-- src/lib.rs:20
 -- bootstrap
 -- Supabase-compatible API roles. PostgREST logs in as `authenticator` and switches to the role
 -- named by the request's JWT (`anon` when there is none). Roles are cluster-wide, not members of
@@ -51,193 +51,6 @@ BEGIN
     END LOOP;
 END
 $timeouts$;
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/lib.rs:20
--- requires:
---   roles
-
--- The flux tables: the resources of the REST API (one table = one endpoint).
---
--- The reading tables and market_data are range-partitioned by `time` (sql/partitions.sql
--- creates, moves and drops the partitions). Every unique key contains (device_id, time) or
--- (type, time), as partitioning requires and as distributing by device (Citus) will. The `id`
--- columns are generated UUIDs for clients that want a handle on a row; they are not unique
--- keys for the same reason.
---
--- Floating-point columns refuse NaN, ±Infinity and absurd magnitudes: JSON cannot carry the
--- first two, but PostgreSQL would accept the strings "NaN" and "Infinity", and one such value
--- would poison every aggregate. Bounds far above any real device keep sums finite: registers
--- lie in 0..1e12 kWh, power, voltage and current within ±1e9, market values within ±1e12.
--- (A range check is false for NaN as well, because PostgreSQL sorts NaN above every number.)
--- Times likewise lie in years 1 to 9999: `infinity` or year 200000 is a typo, not telemetry.
---
--- Indexes: the primary keys serve per-device time ranges; the `time` indexes serve time ranges
--- across devices and newest-first listings (scanned backwards). They are ascending on purpose:
--- an unordered scan through them then yields readings in time order, which the energy
--- functions stream without re-reading.
-
--- The partitions live in a schema of their own, outside the API: clients only ever see the
--- partitioned tables, whose policies and grants apply to every partition.
-CREATE SCHEMA flux_partitions;
-COMMENT ON SCHEMA flux_partitions IS
-    'Time partitions of the flux tables, created and dropped by flux.run_maintenance(). Not part of the API.';
-
-CREATE TABLE flux.mg_device_registry (
-    id          uuid        NOT NULL DEFAULT gen_random_uuid() PRIMARY KEY,
-    name        text        NOT NULL,
-    type        text        NOT NULL,
-    site        text,
-    metadata    jsonb       DEFAULT '{}'::jsonb,
-    active      boolean     NOT NULL DEFAULT true,
-    created_at  timestamptz NOT NULL DEFAULT now(),
-    CONSTRAINT mg_device_registry_name_key UNIQUE (name),
-    CONSTRAINT device_name_not_blank CHECK (btrim(name) <> ''),
-    CONSTRAINT device_type_known
-        CHECK (type IN ('bess', 'meter', 'pv', 'ev_charger', 'generator', 'load')),
-    CONSTRAINT device_site_not_blank CHECK (btrim(site) <> ''),
-    CONSTRAINT device_metadata_is_object CHECK (jsonb_typeof(metadata) = 'object')
-);
-CREATE INDEX mg_device_registry_site_idx ON flux.mg_device_registry (site);
-
-COMMENT ON TABLE flux.mg_device_registry IS
-    'Registered devices (BESS, meters, ...). Readings reference a device by id.';
-COMMENT ON COLUMN flux.mg_device_registry.type IS
-    'bess, meter, pv, ev_charger, generator or load';
-COMMENT ON COLUMN flux.mg_device_registry.site IS 'Site code, e.g. WLCE';
-COMMENT ON COLUMN flux.mg_device_registry.metadata IS
-    'Free-form JSON object; energy parameters: max_power_kw, energy_register_max_kwh, energy_jitter_kwh';
-
-CREATE TABLE flux.mg_bess_readings (
-    id                        uuid             NOT NULL DEFAULT gen_random_uuid(),
-    time                      timestamptz      NOT NULL,
-    device_id                 uuid             NOT NULL,
-    soe                       double precision,
-    target_power              double precision,
-    available_inverter_blocks integer,
-    command_source            integer,
-    created_at                timestamptz      NOT NULL DEFAULT now(),
-    CONSTRAINT mg_bess_readings_pkey PRIMARY KEY (device_id, time),
-    -- Deleting a device that still has readings is refused (409), never cascaded. Inserts are
-    -- checked once per statement instead of once per row (sql/references.sql).
-    CONSTRAINT mg_bess_readings_device_id_fkey FOREIGN KEY (device_id)
-        REFERENCES flux.mg_device_registry (id) ON UPDATE CASCADE ON DELETE RESTRICT,
-    CONSTRAINT time_between_years_1_and_9999
-        CHECK (time >= '0001-01-01 00:00+00' AND time < '10000-01-01 00:00+00'),
-    CONSTRAINT soe_between_0_and_100 CHECK (soe >= 0 AND soe <= 100),
-    CONSTRAINT target_power_in_range CHECK (target_power BETWEEN -1e9 AND 1e9),
-    CONSTRAINT available_inverter_blocks_not_negative CHECK (available_inverter_blocks >= 0)
-) PARTITION BY RANGE (time);
-CREATE INDEX mg_bess_readings_time_idx ON flux.mg_bess_readings (time);
-CREATE TABLE flux_partitions.mg_bess_readings_default PARTITION OF flux.mg_bess_readings DEFAULT;
-
-COMMENT ON TABLE flux.mg_bess_readings IS 'Battery energy storage system telemetry, one row per device and time.';
-COMMENT ON COLUMN flux.mg_bess_readings.soe IS 'State of energy, % (0-100)';
-COMMENT ON COLUMN flux.mg_bess_readings.target_power IS 'Power set-point, kW (negative = charging)';
-
-CREATE TABLE flux.mg_meter_readings (
-    id                     uuid             NOT NULL DEFAULT gen_random_uuid(),
-    time                   timestamptz      NOT NULL,
-    device_id              uuid             NOT NULL,
-    power_total_active     double precision,
-    energy_imported_active double precision,
-    energy_exported_active double precision,
-    voltage_line_average   double precision,
-    current_phase_average  double precision,
-    created_at             timestamptz      NOT NULL DEFAULT now(),
-    CONSTRAINT mg_meter_readings_pkey PRIMARY KEY (device_id, time),
-    CONSTRAINT mg_meter_readings_device_id_fkey FOREIGN KEY (device_id)
-        REFERENCES flux.mg_device_registry (id) ON UPDATE CASCADE ON DELETE RESTRICT,
-    CONSTRAINT time_between_years_1_and_9999
-        CHECK (time >= '0001-01-01 00:00+00' AND time < '10000-01-01 00:00+00'),
-    CONSTRAINT power_total_active_in_range CHECK (power_total_active BETWEEN -1e9 AND 1e9),
-    -- Cumulative registers count up from zero.
-    CONSTRAINT energy_imported_active_in_range CHECK (energy_imported_active BETWEEN 0 AND 1e12),
-    CONSTRAINT energy_exported_active_in_range CHECK (energy_exported_active BETWEEN 0 AND 1e12),
-    CONSTRAINT voltage_line_average_in_range CHECK (voltage_line_average BETWEEN -1e9 AND 1e9),
-    CONSTRAINT current_phase_average_in_range CHECK (current_phase_average BETWEEN -1e9 AND 1e9)
-) PARTITION BY RANGE (time);
-CREATE INDEX mg_meter_readings_time_idx ON flux.mg_meter_readings (time);
-CREATE TABLE flux_partitions.mg_meter_readings_default PARTITION OF flux.mg_meter_readings DEFAULT;
-
-COMMENT ON TABLE flux.mg_meter_readings IS 'Power meter telemetry, one row per device and time.';
-COMMENT ON COLUMN flux.mg_meter_readings.power_total_active IS 'Total active power, kW';
-COMMENT ON COLUMN flux.mg_meter_readings.energy_imported_active IS 'Cumulative imported active energy register, kWh';
-COMMENT ON COLUMN flux.mg_meter_readings.energy_exported_active IS 'Cumulative exported active energy register, kWh';
-COMMENT ON COLUMN flux.mg_meter_readings.voltage_line_average IS 'Average line voltage, V';
-COMMENT ON COLUMN flux.mg_meter_readings.current_phase_average IS 'Average phase current, A';
-
-CREATE TABLE flux.market_data (
-    id          uuid             NOT NULL DEFAULT gen_random_uuid(),
-    time        timestamptz      NOT NULL,
-    type        smallint         NOT NULL,
-    value       double precision NOT NULL,
-    metadata    jsonb,
-    created_at  timestamptz      NOT NULL DEFAULT now(),
-    CONSTRAINT market_data_pkey PRIMARY KEY (type, time),
-    CONSTRAINT time_between_years_1_and_9999
-        CHECK (time >= '0001-01-01 00:00+00' AND time < '10000-01-01 00:00+00'),
-    CONSTRAINT market_data_type_known CHECK (type BETWEEN 1 AND 4),
-    CONSTRAINT market_data_value_in_range CHECK (value BETWEEN -1e12 AND 1e12),
-    CONSTRAINT market_data_metadata_is_object CHECK (jsonb_typeof(metadata) = 'object')
-) PARTITION BY RANGE (time);
-CREATE INDEX market_data_time_idx ON flux.market_data (time);
-CREATE TABLE flux_partitions.market_data_default PARTITION OF flux.market_data DEFAULT;
-
-COMMENT ON TABLE flux.market_data IS 'GB market signals, one row per type and time.';
-COMMENT ON COLUMN flux.market_data.type IS
-    '1 NIV estimate (MW, positive = system short), 2 wholesale price (GBP/MWh), 3 imbalance price (GBP/MWh), 4 Axle dispatch (kW)';
-
--- A reading whose time has no partition yet lands in its table's default partition (above),
--- and maintenance moves it out. The default partitions and the registry belong to the
--- extension, so pg_dump would leave their rows out unless told; the time partitions do not.
-SELECT pg_catalog.pg_extension_config_dump('flux.mg_device_registry', '');
-SELECT pg_catalog.pg_extension_config_dump('flux_partitions.mg_bess_readings_default', '');
-SELECT pg_catalog.pg_extension_config_dump('flux_partitions.mg_meter_readings_default', '');
-SELECT pg_catalog.pg_extension_config_dump('flux_partitions.market_data_default', '');
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/lib.rs:44
--- requires:
---   tables
-
--- Realtime: changes of the flux tables reach subscribers through the publication
--- `supabase_realtime`, the one Supabase's realtime server and Flux's own read. It is created when
--- absent; an existing one (a Supabase project's) is extended, never dropped or replaced.
-DO $publication$
-DECLARE
-    flux_table regclass;
-BEGIN
-    IF NOT EXISTS (SELECT FROM pg_publication WHERE pubname = 'supabase_realtime') THEN
-        CREATE PUBLICATION supabase_realtime;
-    END IF;
-    IF (SELECT puballtables FROM pg_publication WHERE pubname = 'supabase_realtime') THEN
-        RETURN;  -- FOR ALL TABLES already covers ours
-    END IF;
-    FOREACH flux_table IN ARRAY ARRAY['flux.mg_device_registry', 'flux.mg_bess_readings',
-                                      'flux.mg_meter_readings', 'flux.market_data']::regclass[]
-    LOOP
-        IF NOT EXISTS (SELECT FROM pg_publication_rel pr
-                       JOIN pg_publication p ON p.oid = pr.prpubid
-                       WHERE p.pubname = 'supabase_realtime' AND pr.prrelid = flux_table) THEN
-            EXECUTE format('ALTER PUBLICATION supabase_realtime ADD TABLE %s', flux_table);
-        END IF;
-    END LOOP;
-END
-$publication$;
-
--- UPDATE and DELETE events carry the old row. Inserts, the bulk of telemetry, are unaffected.
-ALTER TABLE flux.mg_device_registry REPLICA IDENTITY FULL;
-ALTER TABLE flux.mg_bess_readings REPLICA IDENTITY FULL;
-ALTER TABLE flux.mg_meter_readings REPLICA IDENTITY FULL;
-ALTER TABLE flux.market_data REPLICA IDENTITY FULL;
--- Changes are logged per partition, so each partition carries the setting as well
--- (maintenance sets it on those it creates).
-ALTER TABLE flux_partitions.mg_bess_readings_default REPLICA IDENTITY FULL;
-ALTER TABLE flux_partitions.mg_meter_readings_default REPLICA IDENTITY FULL;
-ALTER TABLE flux_partitions.market_data_default REPLICA IDENTITY FULL;
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -348,7 +161,7 @@ AS 'MODULE_PATHNAME', 'settlement_period_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:49
+-- src/lib.rs:54
 -- requires:
 --   energy::get_meter_readings_5m
 --   energy::get_meter_readings_30m
@@ -392,6 +205,220 @@ AS 'MODULE_PATHNAME', 'sign_jwt_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- src/keys.rs:55
+CREATE SCHEMA IF NOT EXISTS flux_internal; /* flux::keys::flux_internal */
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/keys.rs:62
+-- flux::keys::flux_internal::jwt_sign
+-- Skipped due to `#[pgrx(sql = false)]`
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/ids.rs:8
+CREATE SCHEMA IF NOT EXISTS flux_internal; /* flux::ids::flux_internal */
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/ids.rs:13
+-- flux::ids::flux_internal::random_uuid
+CREATE  FUNCTION flux_internal."random_uuid"() RETURNS uuid /* Uuid */
+STRICT VOLATILE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'random_uuid_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/lib.rs:21
+-- requires:
+--   roles
+--   ids::flux_internal::random_uuid
+
+-- The flux tables: the resources of the REST API (one table = one endpoint).
+--
+-- The reading tables and market_data are range-partitioned by `time` (sql/partitions.sql
+-- creates, moves and drops the partitions). Every unique key contains (device_id, time) or
+-- (type, time), as partitioning requires and as distributing by device (Citus) will. The `id`
+-- columns are generated UUIDs for clients that want a handle on a row; they are not unique
+-- keys for the same reason. flux_internal.random_uuid() makes the same version 4 uuids as
+-- gen_random_uuid(), in a fraction of the time (src/ids.rs).
+--
+-- Floating-point columns refuse NaN, ±Infinity and absurd magnitudes: JSON cannot carry the
+-- first two, but PostgreSQL would accept the strings "NaN" and "Infinity", and one such value
+-- would poison every aggregate. Bounds far above any real device keep sums finite: registers
+-- lie in 0..1e12 kWh, power, voltage and current within ±1e9, market values within ±1e12.
+-- (A range check is false for NaN as well, because PostgreSQL sorts NaN above every number.)
+-- Times likewise lie in years 1 to 9999: `infinity` or year 200000 is a typo, not telemetry.
+--
+-- Indexes: the primary keys serve per-device time ranges; the `time` indexes serve time ranges
+-- across devices and newest-first listings (scanned backwards). They are ascending on purpose:
+-- an unordered scan through them then yields readings in time order, which the energy
+-- functions stream without re-reading.
+
+-- The partitions live in a schema of their own, outside the API: clients only ever see the
+-- partitioned tables, whose policies and grants apply to every partition.
+CREATE SCHEMA flux_partitions;
+COMMENT ON SCHEMA flux_partitions IS
+    'Time partitions of the flux tables, created and dropped by flux.run_maintenance(). Not part of the API.';
+
+CREATE TABLE flux.mg_device_registry (
+    id          uuid        NOT NULL DEFAULT flux_internal.random_uuid() PRIMARY KEY,
+    name        text        NOT NULL,
+    type        text        NOT NULL,
+    site        text,
+    metadata    jsonb       DEFAULT '{}'::jsonb,
+    active      boolean     NOT NULL DEFAULT true,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT mg_device_registry_name_key UNIQUE (name),
+    CONSTRAINT device_name_not_blank CHECK (btrim(name) <> ''),
+    CONSTRAINT device_type_known
+        CHECK (type IN ('bess', 'meter', 'pv', 'ev_charger', 'generator', 'load')),
+    CONSTRAINT device_site_not_blank CHECK (btrim(site) <> ''),
+    CONSTRAINT device_metadata_is_object CHECK (jsonb_typeof(metadata) = 'object')
+);
+CREATE INDEX mg_device_registry_site_idx ON flux.mg_device_registry (site);
+
+COMMENT ON TABLE flux.mg_device_registry IS
+    'Registered devices (BESS, meters, ...). Readings reference a device by id.';
+COMMENT ON COLUMN flux.mg_device_registry.type IS
+    'bess, meter, pv, ev_charger, generator or load';
+COMMENT ON COLUMN flux.mg_device_registry.site IS 'Site code, e.g. WLCE';
+COMMENT ON COLUMN flux.mg_device_registry.metadata IS
+    'Free-form JSON object; energy parameters: max_power_kw, energy_register_max_kwh, energy_jitter_kwh';
+
+CREATE TABLE flux.mg_bess_readings (
+    id                        uuid             NOT NULL DEFAULT flux_internal.random_uuid(),
+    time                      timestamptz      NOT NULL,
+    device_id                 uuid             NOT NULL,
+    soe                       double precision,
+    target_power              double precision,
+    available_inverter_blocks integer,
+    command_source            integer,
+    created_at                timestamptz      NOT NULL DEFAULT now(),
+    CONSTRAINT mg_bess_readings_pkey PRIMARY KEY (device_id, time),
+    -- Deleting a device that still has readings is refused (409), never cascaded. Inserts are
+    -- checked once per statement instead of once per row (sql/references.sql).
+    CONSTRAINT mg_bess_readings_device_id_fkey FOREIGN KEY (device_id)
+        REFERENCES flux.mg_device_registry (id) ON UPDATE CASCADE ON DELETE RESTRICT,
+    CONSTRAINT time_between_years_1_and_9999
+        CHECK (time >= '0001-01-01 00:00+00' AND time < '10000-01-01 00:00+00'),
+    CONSTRAINT soe_between_0_and_100 CHECK (soe >= 0 AND soe <= 100),
+    CONSTRAINT target_power_in_range CHECK (target_power BETWEEN -1e9 AND 1e9),
+    CONSTRAINT available_inverter_blocks_not_negative CHECK (available_inverter_blocks >= 0)
+) PARTITION BY RANGE (time);
+CREATE INDEX mg_bess_readings_time_idx ON flux.mg_bess_readings (time);
+CREATE TABLE flux_partitions.mg_bess_readings_default PARTITION OF flux.mg_bess_readings DEFAULT;
+
+COMMENT ON TABLE flux.mg_bess_readings IS 'Battery energy storage system telemetry, one row per device and time.';
+COMMENT ON COLUMN flux.mg_bess_readings.soe IS 'State of energy, % (0-100)';
+COMMENT ON COLUMN flux.mg_bess_readings.target_power IS 'Power set-point, kW (negative = charging)';
+
+CREATE TABLE flux.mg_meter_readings (
+    id                     uuid             NOT NULL DEFAULT flux_internal.random_uuid(),
+    time                   timestamptz      NOT NULL,
+    device_id              uuid             NOT NULL,
+    power_total_active     double precision,
+    energy_imported_active double precision,
+    energy_exported_active double precision,
+    voltage_line_average   double precision,
+    current_phase_average  double precision,
+    created_at             timestamptz      NOT NULL DEFAULT now(),
+    CONSTRAINT mg_meter_readings_pkey PRIMARY KEY (device_id, time),
+    CONSTRAINT mg_meter_readings_device_id_fkey FOREIGN KEY (device_id)
+        REFERENCES flux.mg_device_registry (id) ON UPDATE CASCADE ON DELETE RESTRICT,
+    CONSTRAINT time_between_years_1_and_9999
+        CHECK (time >= '0001-01-01 00:00+00' AND time < '10000-01-01 00:00+00'),
+    CONSTRAINT power_total_active_in_range CHECK (power_total_active BETWEEN -1e9 AND 1e9),
+    -- Cumulative registers count up from zero.
+    CONSTRAINT energy_imported_active_in_range CHECK (energy_imported_active BETWEEN 0 AND 1e12),
+    CONSTRAINT energy_exported_active_in_range CHECK (energy_exported_active BETWEEN 0 AND 1e12),
+    CONSTRAINT voltage_line_average_in_range CHECK (voltage_line_average BETWEEN -1e9 AND 1e9),
+    CONSTRAINT current_phase_average_in_range CHECK (current_phase_average BETWEEN -1e9 AND 1e9)
+) PARTITION BY RANGE (time);
+CREATE INDEX mg_meter_readings_time_idx ON flux.mg_meter_readings (time);
+CREATE TABLE flux_partitions.mg_meter_readings_default PARTITION OF flux.mg_meter_readings DEFAULT;
+
+COMMENT ON TABLE flux.mg_meter_readings IS 'Power meter telemetry, one row per device and time.';
+COMMENT ON COLUMN flux.mg_meter_readings.power_total_active IS 'Total active power, kW';
+COMMENT ON COLUMN flux.mg_meter_readings.energy_imported_active IS 'Cumulative imported active energy register, kWh';
+COMMENT ON COLUMN flux.mg_meter_readings.energy_exported_active IS 'Cumulative exported active energy register, kWh';
+COMMENT ON COLUMN flux.mg_meter_readings.voltage_line_average IS 'Average line voltage, V';
+COMMENT ON COLUMN flux.mg_meter_readings.current_phase_average IS 'Average phase current, A';
+
+CREATE TABLE flux.market_data (
+    id          uuid             NOT NULL DEFAULT flux_internal.random_uuid(),
+    time        timestamptz      NOT NULL,
+    type        smallint         NOT NULL,
+    value       double precision NOT NULL,
+    metadata    jsonb,
+    created_at  timestamptz      NOT NULL DEFAULT now(),
+    CONSTRAINT market_data_pkey PRIMARY KEY (type, time),
+    CONSTRAINT time_between_years_1_and_9999
+        CHECK (time >= '0001-01-01 00:00+00' AND time < '10000-01-01 00:00+00'),
+    CONSTRAINT market_data_type_known CHECK (type BETWEEN 1 AND 4),
+    CONSTRAINT market_data_value_in_range CHECK (value BETWEEN -1e12 AND 1e12),
+    CONSTRAINT market_data_metadata_is_object CHECK (jsonb_typeof(metadata) = 'object')
+) PARTITION BY RANGE (time);
+CREATE INDEX market_data_time_idx ON flux.market_data (time);
+CREATE TABLE flux_partitions.market_data_default PARTITION OF flux.market_data DEFAULT;
+
+COMMENT ON TABLE flux.market_data IS 'GB market signals, one row per type and time.';
+COMMENT ON COLUMN flux.market_data.type IS
+    '1 NIV estimate (MW, positive = system short), 2 wholesale price (GBP/MWh), 3 imbalance price (GBP/MWh), 4 Axle dispatch (kW)';
+
+-- A reading whose time has no partition yet lands in its table's default partition (above),
+-- and maintenance moves it out. The default partitions and the registry belong to the
+-- extension, so pg_dump would leave their rows out unless told; the time partitions do not.
+SELECT pg_catalog.pg_extension_config_dump('flux.mg_device_registry', '');
+SELECT pg_catalog.pg_extension_config_dump('flux_partitions.mg_bess_readings_default', '');
+SELECT pg_catalog.pg_extension_config_dump('flux_partitions.mg_meter_readings_default', '');
+SELECT pg_catalog.pg_extension_config_dump('flux_partitions.market_data_default', '');
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/lib.rs:49
+-- requires:
+--   tables
+
+-- Realtime: changes of the flux tables reach subscribers through the publication
+-- `supabase_realtime`, the one Supabase's realtime server and Flux's own read. It is created when
+-- absent; an existing one (a Supabase project's) is extended, never dropped or replaced.
+DO $publication$
+DECLARE
+    flux_table regclass;
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_publication WHERE pubname = 'supabase_realtime') THEN
+        CREATE PUBLICATION supabase_realtime;
+    END IF;
+    IF (SELECT puballtables FROM pg_publication WHERE pubname = 'supabase_realtime') THEN
+        RETURN;  -- FOR ALL TABLES already covers ours
+    END IF;
+    FOREACH flux_table IN ARRAY ARRAY['flux.mg_device_registry', 'flux.mg_bess_readings',
+                                      'flux.mg_meter_readings', 'flux.market_data']::regclass[]
+    LOOP
+        IF NOT EXISTS (SELECT FROM pg_publication_rel pr
+                       JOIN pg_publication p ON p.oid = pr.prpubid
+                       WHERE p.pubname = 'supabase_realtime' AND pr.prrelid = flux_table) THEN
+            EXECUTE format('ALTER PUBLICATION supabase_realtime ADD TABLE %s', flux_table);
+        END IF;
+    END LOOP;
+END
+$publication$;
+
+-- UPDATE and DELETE events carry the old row. Inserts, the bulk of telemetry, are unaffected.
+ALTER TABLE flux.mg_device_registry REPLICA IDENTITY FULL;
+ALTER TABLE flux.mg_bess_readings REPLICA IDENTITY FULL;
+ALTER TABLE flux.mg_meter_readings REPLICA IDENTITY FULL;
+ALTER TABLE flux.market_data REPLICA IDENTITY FULL;
+-- Changes are logged per partition, so each partition carries the setting as well
+-- (maintenance sets it on those it creates).
+ALTER TABLE flux_partitions.mg_bess_readings_default REPLICA IDENTITY FULL;
+ALTER TABLE flux_partitions.mg_meter_readings_default REPLICA IDENTITY FULL;
+ALTER TABLE flux_partitions.market_data_default REPLICA IDENTITY FULL;
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- src/edge.rs:183
 CREATE SCHEMA IF NOT EXISTS flux_internal; /* flux::edge::flux_internal */
 /* </end connected objects> */
@@ -417,7 +444,7 @@ AS 'MODULE_PATHNAME', 'cancel_request_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:60
+-- src/lib.rs:65
 -- requires:
 --   roles
 --   edge::flux_internal::check_request
@@ -459,7 +486,7 @@ GRANT EXECUTE ON FUNCTION flux_internal.cancel_request(text) TO authenticator;
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:69
+-- src/lib.rs:74
 -- requires:
 --   roles
 --   edge
@@ -500,7 +527,7 @@ AS 'MODULE_PATHNAME', 'energy_metadata_error_of_text_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:21
+-- src/lib.rs:26
 -- requires:
 --   tables
 --   energy::flux_internal::energy_metadata_error_of_text
@@ -528,7 +555,108 @@ CREATE TRIGGER check_metadata
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:29
+-- src/lib.rs:44
+-- requires:
+--   tables
+--   registry
+
+-- Who may do what. Objects created by CREATE EXTENSION belong to the installing role, so the API
+-- roles get explicit grants here; default privileges would not cover them.
+--
+--   anon           read every table
+--   authenticated  read every table; insert readings for devices at the sites listed in the
+--                  `sites` claim of its JWT (an array of site codes, or one code)
+--   service_role   read and write every table (BYPASSRLS)
+--
+-- Row-level security is on for every table, so a role only ever sees or writes rows a policy
+-- grants it. A refused write is a 401 (anon) or 403 (authenticated) and stores nothing.
+
+GRANT USAGE ON SCHEMA flux TO anon, authenticated, service_role;
+
+GRANT SELECT ON flux.mg_device_registry, flux.mg_bess_readings, flux.mg_meter_readings,
+    flux.market_data TO anon, authenticated;
+-- The measured columns only: `id` and `created_at` are the database's to set.
+GRANT INSERT (time, device_id, soe, target_power, available_inverter_blocks, command_source)
+    ON flux.mg_bess_readings TO authenticated;
+GRANT INSERT (time, device_id, power_total_active, energy_imported_active, energy_exported_active,
+              voltage_line_average, current_phase_average)
+    ON flux.mg_meter_readings TO authenticated;
+GRANT SELECT, INSERT, UPDATE, DELETE ON flux.mg_device_registry, flux.mg_bess_readings,
+    flux.mg_meter_readings, flux.market_data TO service_role;
+
+ALTER TABLE flux.mg_device_registry ENABLE ROW LEVEL SECURITY;
+ALTER TABLE flux.mg_bess_readings ENABLE ROW LEVEL SECURITY;
+ALTER TABLE flux.mg_meter_readings ENABLE ROW LEVEL SECURITY;
+ALTER TABLE flux.market_data ENABLE ROW LEVEL SECURITY;
+
+CREATE POLICY read_all ON flux.mg_device_registry FOR SELECT TO anon, authenticated USING (true);
+CREATE POLICY read_all ON flux.mg_bess_readings FOR SELECT TO anon, authenticated USING (true);
+CREATE POLICY read_all ON flux.mg_meter_readings FOR SELECT TO anon, authenticated USING (true);
+CREATE POLICY read_all ON flux.market_data FOR SELECT TO anon, authenticated USING (true);
+
+-- service_role is created BYPASSRLS, but a database may already have one without it.
+CREATE POLICY service_all ON flux.mg_device_registry TO service_role USING (true) WITH CHECK (true);
+CREATE POLICY service_all ON flux.mg_bess_readings TO service_role USING (true) WITH CHECK (true);
+CREATE POLICY service_all ON flux.mg_meter_readings TO service_role USING (true) WITH CHECK (true);
+CREATE POLICY service_all ON flux.market_data TO service_role USING (true) WITH CHECK (true);
+
+-- The site codes of the request's JWT claims (PostgREST's request.jwt.claims).
+CREATE FUNCTION flux_internal.claimed_sites() RETURNS text[]
+LANGUAGE sql STABLE
+AS $$
+    SELECT CASE jsonb_typeof(claims -> 'sites')
+               WHEN 'array' THEN ARRAY(SELECT jsonb_array_elements_text(claims -> 'sites'))
+               WHEN 'string' THEN ARRAY[claims ->> 'sites']
+               ELSE '{}'::text[]
+           END
+    FROM (SELECT coalesce(nullif(current_setting('request.jwt.claims', true), ''), '{}')::jsonb) AS c(claims)
+$$;
+
+-- `(SELECT claimed_sites())` is an initplan and the uncorrelated IN a hashed subplan: the
+-- claims and the devices at the claimed sites are read once per statement, and each inserted
+-- row costs one hash lookup rather than an index probe.
+CREATE POLICY insert_at_claimed_sites ON flux.mg_bess_readings FOR INSERT TO authenticated
+    WITH CHECK (device_id IN (SELECT d.id FROM flux.mg_device_registry d
+                              WHERE d.site = ANY ((SELECT flux_internal.claimed_sites())::text[])));
+CREATE POLICY insert_at_claimed_sites ON flux.mg_meter_readings FOR INSERT TO authenticated
+    WITH CHECK (device_id IN (SELECT d.id FROM flux.mg_device_registry d
+                              WHERE d.site = ANY ((SELECT flux_internal.claimed_sites())::text[])));
+
+-- A partition answers to its table's policies, but PostgreSQL checks a few things on the
+-- partition itself: the key of a duplicate is reported (23505 details) only to a role that
+-- may read the partition and is not subject to its row-level security. So each partition
+-- carries its table's privileges and has row-level security on, like its table; the roles
+-- still cannot reach it directly, as they have no access to the flux_partitions schema.
+CREATE FUNCTION flux_internal.mirror_table_security(partition regclass) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog
+AS $$
+DECLARE
+    grant_sql text;
+BEGIN
+    EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', partition);
+    FOR grant_sql IN
+        SELECT format('GRANT %s ON %s TO %s', acl.privilege_type, partition,
+                      CASE WHEN acl.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(r.rolname) END)
+        FROM pg_inherits i
+        JOIN pg_class parent ON parent.oid = i.inhparent
+        CROSS JOIN LATERAL aclexplode(parent.relacl) acl
+        LEFT JOIN pg_roles r ON r.oid = acl.grantee
+        WHERE i.inhrelid = partition AND acl.grantee <> parent.relowner
+    LOOP
+        EXECUTE grant_sql;
+    END LOOP;
+END
+$$;
+REVOKE ALL ON FUNCTION flux_internal.mirror_table_security(regclass) FROM PUBLIC;
+
+SELECT flux_internal.mirror_table_security(p)
+FROM unnest(ARRAY['flux_partitions.mg_bess_readings_default', 'flux_partitions.mg_meter_readings_default',
+                  'flux_partitions.market_data_default']::regclass[]) AS p;
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/lib.rs:34
 -- requires:
 --   tables
 --   registry
@@ -626,106 +754,6 @@ SELECT count(*) FROM flux_internal.disable_row_reference_checks();
 
 /* <begin connected objects> */
 -- src/lib.rs:39
--- requires:
---   tables
---   registry
-
--- Who may do what. Objects created by CREATE EXTENSION belong to the installing role, so the API
--- roles get explicit grants here; default privileges would not cover them.
---
---   anon           read every table
---   authenticated  read every table; insert readings for devices at the sites listed in the
---                  `sites` claim of its JWT (an array of site codes, or one code)
---   service_role   read and write every table (BYPASSRLS)
---
--- Row-level security is on for every table, so a role only ever sees or writes rows a policy
--- grants it. A refused write is a 401 (anon) or 403 (authenticated) and stores nothing.
-
-GRANT USAGE ON SCHEMA flux TO anon, authenticated, service_role;
-
-GRANT SELECT ON flux.mg_device_registry, flux.mg_bess_readings, flux.mg_meter_readings,
-    flux.market_data TO anon, authenticated;
--- The measured columns only: `id` and `created_at` are the database's to set.
-GRANT INSERT (time, device_id, soe, target_power, available_inverter_blocks, command_source)
-    ON flux.mg_bess_readings TO authenticated;
-GRANT INSERT (time, device_id, power_total_active, energy_imported_active, energy_exported_active,
-              voltage_line_average, current_phase_average)
-    ON flux.mg_meter_readings TO authenticated;
-GRANT SELECT, INSERT, UPDATE, DELETE ON flux.mg_device_registry, flux.mg_bess_readings,
-    flux.mg_meter_readings, flux.market_data TO service_role;
-
-ALTER TABLE flux.mg_device_registry ENABLE ROW LEVEL SECURITY;
-ALTER TABLE flux.mg_bess_readings ENABLE ROW LEVEL SECURITY;
-ALTER TABLE flux.mg_meter_readings ENABLE ROW LEVEL SECURITY;
-ALTER TABLE flux.market_data ENABLE ROW LEVEL SECURITY;
-
-CREATE POLICY read_all ON flux.mg_device_registry FOR SELECT TO anon, authenticated USING (true);
-CREATE POLICY read_all ON flux.mg_bess_readings FOR SELECT TO anon, authenticated USING (true);
-CREATE POLICY read_all ON flux.mg_meter_readings FOR SELECT TO anon, authenticated USING (true);
-CREATE POLICY read_all ON flux.market_data FOR SELECT TO anon, authenticated USING (true);
-
--- service_role is created BYPASSRLS, but a database may already have one without it.
-CREATE POLICY service_all ON flux.mg_device_registry TO service_role USING (true) WITH CHECK (true);
-CREATE POLICY service_all ON flux.mg_bess_readings TO service_role USING (true) WITH CHECK (true);
-CREATE POLICY service_all ON flux.mg_meter_readings TO service_role USING (true) WITH CHECK (true);
-CREATE POLICY service_all ON flux.market_data TO service_role USING (true) WITH CHECK (true);
-
--- The site codes of the request's JWT claims (PostgREST's request.jwt.claims).
-CREATE FUNCTION flux_internal.claimed_sites() RETURNS text[]
-LANGUAGE sql STABLE
-AS $$
-    SELECT CASE jsonb_typeof(claims -> 'sites')
-               WHEN 'array' THEN ARRAY(SELECT jsonb_array_elements_text(claims -> 'sites'))
-               WHEN 'string' THEN ARRAY[claims ->> 'sites']
-               ELSE '{}'::text[]
-           END
-    FROM (SELECT coalesce(nullif(current_setting('request.jwt.claims', true), ''), '{}')::jsonb) AS c(claims)
-$$;
-
--- `(SELECT claimed_sites())` is an initplan: the claims are read once per statement, not once
--- per inserted row.
-CREATE POLICY insert_at_claimed_sites ON flux.mg_bess_readings FOR INSERT TO authenticated
-    WITH CHECK (EXISTS (SELECT FROM flux.mg_device_registry d
-                        WHERE d.id = device_id AND d.site = ANY ((SELECT flux_internal.claimed_sites())::text[])));
-CREATE POLICY insert_at_claimed_sites ON flux.mg_meter_readings FOR INSERT TO authenticated
-    WITH CHECK (EXISTS (SELECT FROM flux.mg_device_registry d
-                        WHERE d.id = device_id AND d.site = ANY ((SELECT flux_internal.claimed_sites())::text[])));
-
--- A partition answers to its table's policies, but PostgreSQL checks a few things on the
--- partition itself: the key of a duplicate is reported (23505 details) only to a role that
--- may read the partition and is not subject to its row-level security. So each partition
--- carries its table's privileges and has row-level security on, like its table; the roles
--- still cannot reach it directly, as they have no access to the flux_partitions schema.
-CREATE FUNCTION flux_internal.mirror_table_security(partition regclass) RETURNS void
-LANGUAGE plpgsql
-SET search_path = pg_catalog
-AS $$
-DECLARE
-    grant_sql text;
-BEGIN
-    EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', partition);
-    FOR grant_sql IN
-        SELECT format('GRANT %s ON %s TO %s', acl.privilege_type, partition,
-                      CASE WHEN acl.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(r.rolname) END)
-        FROM pg_inherits i
-        JOIN pg_class parent ON parent.oid = i.inhparent
-        CROSS JOIN LATERAL aclexplode(parent.relacl) acl
-        LEFT JOIN pg_roles r ON r.oid = acl.grantee
-        WHERE i.inhrelid = partition AND acl.grantee <> parent.relowner
-    LOOP
-        EXECUTE grant_sql;
-    END LOOP;
-END
-$$;
-REVOKE ALL ON FUNCTION flux_internal.mirror_table_security(regclass) FROM PUBLIC;
-
-SELECT flux_internal.mirror_table_security(p)
-FROM unnest(ARRAY['flux_partitions.mg_bess_readings_default', 'flux_partitions.mg_meter_readings_default',
-                  'flux_partitions.market_data_default']::regclass[]) AS p;
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/lib.rs:34
 -- requires:
 --   tables
 --   references
@@ -1217,16 +1245,5 @@ REVOKE ALL ON FUNCTION flux_internal.create_partition(regclass, timestamptz, boo
 -- extension, and outlive both.
 SELECT pg_replication_origin_create('flux_maintenance')
 WHERE NOT EXISTS (SELECT FROM pg_replication_origin WHERE roname = 'flux_maintenance');
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/keys.rs:55
-CREATE SCHEMA IF NOT EXISTS flux_internal; /* flux::keys::flux_internal */
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/keys.rs:62
--- flux::keys::flux_internal::jwt_sign
--- Skipped due to `#[pgrx(sql = false)]`
 /* </end connected objects> */
 
