@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# ./flux bench [energy|edge|realtime] [options] — run the benchmarks against the running stack (./flux up).
+# ./flux bench [energy|edge|realtime|ingest|partitions|soak|upgrade] [options] — run the benchmarks
+# against the running stack (./flux up).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 [[ -f ${FLUX_HOME:-$root/.flux}/stack.env ]] || { echo "start the stack first: ./flux up" >&2; exit 1; }
@@ -10,6 +11,18 @@ case $which in
     energy) node "$root/bench/energy/run.mjs" "$@" ;;
     edge) "$root/bench/edge/run.sh" "$@" ;;
     realtime) "$root/bench/realtime/run.sh" "$@" ;;
-    all) node "$root/bench/energy/run.mjs"; "$root/bench/edge/run.sh"; "$root/bench/realtime/run.sh" ;;
-    *) echo "usage: ./flux bench [energy|edge|realtime] [options]" >&2; exit 2 ;;
+    ingest) node "$root/bench/ingest/run.mjs" "$@" ;;
+    partitions) node "$root/bench/partitions/run.mjs" "$@" ;;
+    soak) node "$root/bench/soak/run.mjs" "$@" ;;
+    upgrade) node "$root/bench/upgrade/run.mjs" "$@" ;;
+    all)
+        node "$root/bench/energy/run.mjs"
+        "$root/bench/edge/run.sh"
+        "$root/bench/realtime/run.sh"
+        node "$root/bench/ingest/run.mjs"
+        node "$root/bench/partitions/run.mjs"
+        node "$root/bench/soak/run.mjs"
+        node "$root/bench/upgrade/run.mjs"
+        ;;
+    *) echo "usage: ./flux bench [energy|edge|realtime|ingest|partitions|soak|upgrade] [options]" >&2; exit 2 ;;
 esac

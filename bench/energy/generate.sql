@@ -7,6 +7,10 @@ SELECT ('00000000-0000-4000-8000-' || lpad(to_hex(d), 12, '0'))::uuid, 'BENCH-ME
        'BENCH', '{"max_power_kw": 500}'
 FROM generate_series(1, :meters) d;
 
+-- Daily partitions for the data (and a day either side for the context), as a back-fill would
+-- make them first.
+SELECT count(*) FROM flux.create_partitions('flux.mg_meter_readings', '2023-12-31', '2024-01-01'::timestamptz + (:days + 1) * interval '1 day');
+
 INSERT INTO flux.mg_meter_readings (device_id, time, power_total_active, energy_imported_active, energy_exported_active)
 SELECT ('00000000-0000-4000-8000-' || lpad(to_hex(d), 12, '0'))::uuid,
        '2024-01-01'::timestamptz + s * interval '10 seconds',

@@ -6,59 +6,16 @@
 //   node bench/energy/run.mjs [--meters 20] [--days 30] [--reps 5]
 //
 // Needs a running stack (./flux up); the data goes to its own database flux_bench_<m>x<d>.
-import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { createRequire } from 'node:module';
+import { join } from 'node:path';
+import { benchDatabase, median, opt, root } from '../lib.mjs';
 
-const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
-const pg = createRequire(join(root, 'tests', 'package.json'))('pg');
-
-const opt = (name, def) => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? Number(process.argv[i + 1]) : def;
-};
 const meters = opt('meters', 20);
 const days = opt('days', 30);
 const reps = opt('reps', 5);
 
-const home = process.env.FLUX_HOME ?? join(root, '.flux');
-const env = Object.fromEntries(
-  readFileSync(join(home, 'stack.env'), 'utf8').split('\n').filter((l) => l.includes('=')).map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]),
-);
 const dbName = `flux_bench_${meters}x${days}`;
-const dbUrl = env.FLUX_DB_URL.replace(/\/[^/]*$/, `/${dbName}`);
 const expectedRows = meters * days * 8640;
-
-/** The data is reused while the installed extension script (so the schema it made) is unchanged. */
-async function prepareDatabase() {
-  const admin = new pg.Client({ connectionString: env.FLUX_DB_URL });
-  await admin.connect();
-  const { sharedir, version } = (
-    await admin.query(
-      "SELECT setting AS sharedir, (SELECT default_version FROM pg_available_extensions WHERE name = 'flux') AS version FROM pg_config() WHERE name = 'SHAREDIR'",
-    )
-  ).rows[0];
-  const schema = createHash('sha256').update(readFileSync(join(sharedir, 'extension', `flux--${version}.sql`))).digest('hex');
-  const made = (await admin.query('SELECT shobj_description(oid, $2) AS d FROM pg_database WHERE datname = $1', [dbName, 'pg_database'])).rows[0];
-  if (made?.d !== schema) {
-    console.log(`generating ${expectedRows.toLocaleString()} readings (${meters} meters × ${days} days × one per 10 s) in ${dbName} ...`);
-    await admin.query(`DROP DATABASE IF EXISTS ${dbName}`);
-    await admin.query(`CREATE DATABASE ${dbName}`);
-    const c = new pg.Client({ connectionString: dbUrl });
-    await c.connect();
-    await c.query('CREATE EXTENSION flux');
-    const script = readFileSync(join(root, 'bench', 'energy', 'generate.sql'), 'utf8')
-      .replaceAll(':meters', String(meters))
-      .replaceAll(':days', String(days));
-    await c.query(script);
-    await c.query('VACUUM ANALYZE flux.mg_meter_readings');
-    await c.end();
-    await admin.query(`COMMENT ON DATABASE ${dbName} IS '${schema}'`);
-  }
-  await admin.end();
-}
 
 // Each query sums every output column: the planner drops output columns nobody reads (and the
 // work behind them), so a bare count(*) would measure less than the full computation.
@@ -107,13 +64,17 @@ async function timed(client, pid, sql, args) {
   return [ms, (peak - base) / 1024];
 }
 
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const range = (d) => ['2024-01-01T00:00:00Z', new Date(Date.parse('2024-01-01T00:00:00Z') + d * 86_400_000).toISOString()];
 
 async function main() {
-  await prepareDatabase();
-  const client = new pg.Client({ connectionString: dbUrl });
-  await client.connect();
+  const client = await benchDatabase(dbName, 'energy', async (c) => {
+    console.log(`generating ${expectedRows.toLocaleString()} readings (${meters} meters × ${days} days × one per 10 s) in ${dbName} ...`);
+    const script = readFileSync(join(root, 'bench', 'energy', 'generate.sql'), 'utf8')
+      .replaceAll(':meters', String(meters))
+      .replaceAll(':days', String(days));
+    await c.query(script);
+    await c.query('VACUUM ANALYZE flux.mg_meter_readings');
+  });
   // Single-process comparison: the function cannot use parallel workers, so neither may the
   // others. JIT is off for all three: its compile time (hundreds of ms for the grouped scans)
   // would otherwise flatter the ratios.
