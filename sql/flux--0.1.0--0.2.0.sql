@@ -276,20 +276,25 @@ SELECT pg_catalog.pg_extension_config_dump('flux_partitions.market_data_default'
 CREATE FUNCTION flux_internal.check_device_references() RETURNS trigger
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    locked uuid[];
     missing uuid;
 BEGIN
-    -- Lock the devices in id order, as two concurrent statements must not deadlock.
-    PERFORM FROM flux.mg_device_registry d
-    WHERE d.id IN (SELECT n.device_id FROM new_rows n)
-    ORDER BY d.id
-    FOR KEY SHARE;
+    -- Lock the devices in id order, as two concurrent statements must not deadlock, and check
+    -- against the devices locked: one registered after the lock's snapshot is not locked, and
+    -- could be deleted before this transaction commits.
+    SELECT array_agg(l.id) INTO locked
+    FROM (SELECT d.id FROM flux.mg_device_registry d
+          WHERE d.id IN (SELECT n.device_id FROM new_rows n)
+          ORDER BY d.id
+          FOR KEY SHARE) AS l;
 
     SELECT n.device_id INTO missing
     FROM (SELECT DISTINCT device_id FROM new_rows) n
-    WHERE NOT EXISTS (SELECT FROM flux.mg_device_registry d WHERE d.id = n.device_id)
+    LEFT JOIN unnest(locked) AS l(id) ON l.id = n.device_id
+    WHERE l.id IS NULL
     LIMIT 1;
     IF FOUND THEN
         RAISE EXCEPTION 'insert or update on table "%" violates foreign key constraint "%_device_id_fkey"',
@@ -324,7 +329,7 @@ CREATE TRIGGER check_device_references_on_update
 -- Their delete and update triggers on the registry stay on.
 CREATE FUNCTION flux_internal.disable_row_reference_checks() RETURNS SETOF regclass
 LANGUAGE plpgsql
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     rel regclass;
@@ -453,16 +458,17 @@ ALTER TABLE flux_partitions.market_data_default REPLICA IDENTITY FULL;
 --   market_data  1 month ~200 rows a day: fewer, larger partitions.
 -- Maintenance runs in steps, each one action in its own transaction when the background
 -- worker runs them (src/maintenance.rs), or all in one when flux.run_maintenance() is called:
---   1. rows in a default partition (a back-fill, a clock in the future) move to a partition of
---      their own, oldest first;
---   2. partitions are created ahead of time: the current one and `premake` more;
---   3. past the retention horizon, whole partitions are dropped, oldest first; never row by
+--   1. partitions are created ahead of time: the current one and `premake` more;
+--   2. past the retention horizon, whole partitions are dropped, oldest first; never row by
 --      row. A meter partition is dropped only once the energy of its time is kept elsewhere.
+--   3. rows in a default partition (a back-fill, a clock in the future) move to a partition of
+--      their own, oldest first (last, so that a move that cannot finish holds up nothing else);
 --   4. the per-row reference checks on new partitions are disabled (sql/references.sql).
 -- Locks, each waited for at most flux.maintenance_lock_timeout (200 ms) before the step gives
 -- up until the next round, which bounds how long maintenance holds up queries queued behind:
---   creating a partition  SHARE ROW EXCLUSIVE on the table (writes wait, reads go on) and
---                         ACCESS EXCLUSIVE on its default partition, for a few milliseconds,
+--   creating a partition  SHARE ROW EXCLUSIVE on the table (writes wait, reads go on) and on
+--                         the registry (its foreign key), ACCESS EXCLUSIVE on its default
+--                         partition, for a few milliseconds,
 --                         plus the time to move the default partition's rows of its range;
 --   dropping a partition  ACCESS EXCLUSIVE on the table, for a catalog update.
 
@@ -484,7 +490,7 @@ CREATE FUNCTION flux_internal.partition_settings(
     parent regclass,
     OUT partition_interval interval, OUT premake integer, OUT retention interval)
 LANGUAGE sql STABLE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT coalesce(c.partition_interval,
                     CASE WHEN $1 = 'flux.market_data'::regclass THEN interval '1 month' ELSE interval '1 day' END),
@@ -503,8 +509,10 @@ AS $$
 $$;
 
 -- The partitions of a table and their bounds, read from the catalog (so partitions made or
--- dropped by hand count too). Bounds print in the session's time zone and date style and are
--- read back in the same session, hence exactly. MINVALUE/MAXVALUE bounds read as -/+infinity.
+-- dropped by hand count too). Bounds print in the session's date style and are read back in
+-- the same session: callers set DateStyle ISO, whose numeric offsets read back exactly in any
+-- time zone (other styles print zone abbreviations, some ambiguous: CST). MINVALUE/MAXVALUE
+-- bounds read as -/+infinity.
 CREATE FUNCTION flux_internal.time_partitions(parent regclass)
 RETURNS TABLE (partition regclass, lower timestamptz, upper timestamptz, is_default boolean)
 LANGUAGE sql STABLE
@@ -595,7 +603,7 @@ CREATE FUNCTION flux.set_partition_interval(tbl regclass, partition_interval int
 RETURNS interval
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM flux_internal.check_partitioned_table(tbl);
@@ -614,7 +622,7 @@ COMMENT ON FUNCTION flux.set_partition_interval(regclass, interval) IS
 CREATE FUNCTION flux.set_retention(tbl regclass, keep interval) RETURNS interval
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM flux_internal.check_partitioned_table(tbl);
@@ -634,8 +642,8 @@ COMMENT ON FUNCTION flux.set_retention(regclass, interval) IS
 -- Creates and attaches the partition that holds `t`: aligned to the table's interval and
 -- clipped to its neighbours. With `widen_sparse`, where the default partition has few rows
 -- near `t` (a stray more than 31 intervals in the past), the partition spans the calendar
--- year instead, so that scattered back-fills cannot make thousands of partitions. (Never in
--- the future: live data would land in it once its time came.) Moves the default partition's
+-- year instead, so that scattered back-fills cannot make thousands of partitions. (Never
+-- within 31 intervals of now: live data would land in it, and retention could not free it.) Moves the default partition's
 -- rows of that range into it first, or copies those of `source` (the upgrade from 0.1.0 fills
 -- partitions from the old tables so). Returns the new partition and the rows moved.
 --
@@ -648,7 +656,7 @@ CREATE FUNCTION flux_internal.create_partition(parent regclass, t timestamptz, w
                                                source regclass DEFAULT NULL,
                                                OUT partition regclass, OUT moved bigint)
 LANGUAGE plpgsql
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 SET TimeZone = 'UTC'
 SET DateStyle = 'ISO'
 AS $$
@@ -666,6 +674,11 @@ BEGIN
     IF EXISTS (SELECT FROM flux_internal.time_partitions(parent) p WHERE t >= p.lower AND t < p.upper) THEN
         RETURN;
     END IF;
+    -- ATTACH locks the registry its foreign key references; taken first, and in the order of
+    -- a registry update that cascades to the readings, so neither waits for the other in turn.
+    IF parent <> 'flux.market_data'::regclass THEN
+        LOCK TABLE flux.mg_device_registry IN SHARE ROW EXCLUSIVE MODE;
+    END IF;
     EXECUTE format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', parent);
     IF default_part IS NOT NULL THEN
         EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', default_part);
@@ -677,7 +690,8 @@ BEGIN
             INTO STRICT sparse USING range_lower, range_upper;
         IF sparse THEN
             range_lower := date_trunc('year', t);
-            range_upper := range_lower + interval '1 year';
+            range_upper := least(range_lower + interval '1 year',
+                                 greatest(range_upper, flux_internal.partition_start(now() - 31 * step, step)));
         END IF;
     END IF;
     SELECT greatest(range_lower, max(p.upper)) INTO range_lower
@@ -726,17 +740,28 @@ BEGIN
 END
 $$;
 
--- Tags this session's changes with the replication origin flux_maintenance (on) or stops (off).
+-- The replication origin of this database's maintenance. Origins belong to the cluster and one
+-- serves one session at a time: one per database, so that databases do not wait for each other.
+CREATE FUNCTION flux_internal.maintenance_origin() RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT 'flux_maintenance_' || oid FROM pg_database WHERE datname = current_database() $$;
+
+-- Tags this session's changes with the database's maintenance origin (on) or stops (off).
+-- Moves in one database take turns for the origin (until commit; waits bounded by lock_timeout).
 CREATE FUNCTION flux_internal.as_maintenance(active boolean) RETURNS void
 LANGUAGE plpgsql
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    origin text := flux_internal.maintenance_origin();
 BEGIN
     IF active THEN
-        IF NOT EXISTS (SELECT FROM pg_replication_origin WHERE roname = 'flux_maintenance') THEN
-            PERFORM pg_replication_origin_create('flux_maintenance');
+        PERFORM pg_advisory_xact_lock('flux_internal.as_maintenance(boolean)'::regprocedure::oid::int, 0);
+        IF NOT EXISTS (SELECT FROM pg_replication_origin WHERE roname = origin) THEN
+            PERFORM pg_replication_origin_create(origin);
         END IF;
-        PERFORM pg_replication_origin_session_setup('flux_maintenance');
+        PERFORM pg_replication_origin_session_setup(origin);
     ELSIF pg_replication_origin_session_is_setup() THEN
         PERFORM pg_replication_origin_session_reset();
     END IF;
@@ -753,7 +778,9 @@ CREATE FUNCTION flux.create_partitions(tbl regclass, from_time timestamptz, to_t
 RETURNS TABLE (partition_name text, lower timestamptz, upper timestamptz, moved_rows bigint)
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'
+SET DateStyle = 'ISO'
 SET lock_timeout = '200ms'
 AS $$
 DECLARE
@@ -790,7 +817,7 @@ COMMENT ON FUNCTION flux.create_partitions(regclass, timestamptz, timestamptz) I
 CREATE FUNCTION flux_internal.maintenance_step(parent regclass)
 RETURNS TABLE (table_name regclass, action text, partition_name text, detail text)
 LANGUAGE plpgsql
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 SET TimeZone = 'UTC'
 SET DateStyle = 'ISO'
 -- Overridden below from flux.maintenance_lock_timeout; the clause keeps that inside this function.
@@ -811,7 +838,41 @@ BEGIN
     PERFORM pg_advisory_xact_lock('flux_internal.partition_config'::regclass::oid::int, parent::oid::int);
     PERFORM set_config('lock_timeout', current_setting('flux.maintenance_lock_timeout'), true);
 
-    -- 1. The default partition's rows, oldest first. Rows far in the future get partitions of
+    -- 1. The current partition and `premake` more.
+    t := now();
+    FOR k IN 0 .. settings.premake LOOP
+        made := flux_internal.create_partition(parent, t, false);
+        IF made.partition IS NOT NULL THEN
+            action := 'created';
+            partition_name := made.partition::text;
+            SELECT format('%s to %s', p.lower, p.upper) INTO detail
+            FROM flux_internal.time_partitions(parent) p WHERE p.partition = made.partition;
+            RETURN NEXT;
+            RETURN;
+        END IF;
+        SELECT p.upper INTO t FROM flux_internal.time_partitions(parent) p WHERE t >= p.lower AND t < p.upper;
+        EXIT WHEN NOT isfinite(t);
+    END LOOP;
+
+    -- 2. Retention.
+    IF settings.retention IS NOT NULL THEN
+        SELECT p.partition, p.lower, p.upper INTO expired
+        FROM flux_internal.time_partitions(parent) p
+        WHERE NOT p.is_default AND p.upper <= now() - settings.retention
+        ORDER BY p.upper
+        LIMIT 1;
+        IF FOUND AND (parent <> 'flux.mg_meter_readings'::regclass OR flux_internal.energy_kept_before(expired.upper)) THEN
+            partition_name := expired.partition::text;
+            EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', parent);
+            EXECUTE format('DROP TABLE %s', expired.partition);
+            action := 'dropped';
+            detail := format('%s to %s, past the retention of %s', expired.lower, expired.upper, settings.retention);
+            RETURN NEXT;
+            RETURN;
+        END IF;
+    END IF;
+
+    -- 3. The default partition's rows, oldest first. Rows far in the future get partitions of
     -- the table's interval, at most 366 of them beyond those made ahead: past that (clocks set
     -- at random), they stay in the default partition, stored and readable, until their
     -- partitions are made ahead in their turn.
@@ -832,40 +893,6 @@ BEGIN
         END IF;
     END IF;
 
-    -- 2. The current partition and `premake` more.
-    t := now();
-    FOR k IN 0 .. settings.premake LOOP
-        made := flux_internal.create_partition(parent, t, false);
-        IF made.partition IS NOT NULL THEN
-            action := 'created';
-            partition_name := made.partition::text;
-            SELECT format('%s to %s', p.lower, p.upper) INTO detail
-            FROM flux_internal.time_partitions(parent) p WHERE p.partition = made.partition;
-            RETURN NEXT;
-            RETURN;
-        END IF;
-        SELECT p.upper INTO t FROM flux_internal.time_partitions(parent) p WHERE t >= p.lower AND t < p.upper;
-        EXIT WHEN NOT isfinite(t);
-    END LOOP;
-
-    -- 3. Retention.
-    IF settings.retention IS NOT NULL THEN
-        SELECT p.partition, p.lower, p.upper INTO expired
-        FROM flux_internal.time_partitions(parent) p
-        WHERE NOT p.is_default AND p.upper <= now() - settings.retention
-        ORDER BY p.upper
-        LIMIT 1;
-        IF FOUND AND (parent <> 'flux.mg_meter_readings'::regclass OR flux_internal.energy_kept_before(expired.upper)) THEN
-            partition_name := expired.partition::text;
-            EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', parent);
-            EXECUTE format('DROP TABLE %s', expired.partition);
-            action := 'dropped';
-            detail := format('%s to %s, past the retention of %s', expired.lower, expired.upper, settings.retention);
-            RETURN NEXT;
-            RETURN;
-        END IF;
-    END IF;
-
     -- 4. Partitions attached by hand or restored from a dump.
     FOR partition_name IN SELECT r::text FROM flux_internal.disable_row_reference_checks() r LOOP
         action := 'reference checks per statement';
@@ -875,11 +902,11 @@ BEGIN
 END
 $$;
 
--- A step on the first table that has something to do; the background worker commits after each.
+-- A step on the first table that has something to do.
 CREATE FUNCTION flux_internal.maintenance_step()
 RETURNS TABLE (table_name regclass, action text, partition_name text, detail text)
 LANGUAGE plpgsql
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     parent regclass;
@@ -893,11 +920,35 @@ BEGIN
 END
 $$;
 
+-- The background worker's step, which it commits. A table whose step fails (a lock not granted
+-- in time, a partition someone's view depends on) is logged and passed over, so that the
+-- others are still maintained; the next round tries it again.
+CREATE FUNCTION flux_internal.maintenance_worker_step()
+RETURNS TABLE (table_name regclass, action text, partition_name text, detail text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    parent regclass;
+BEGIN
+    FOR parent IN SELECT flux_internal.partitioned_tables() LOOP
+        BEGIN
+            RETURN QUERY SELECT * FROM flux_internal.maintenance_step(parent);
+            IF FOUND THEN
+                RETURN;
+            END IF;
+        EXCEPTION WHEN OTHERS THEN
+            RAISE WARNING 'flux maintenance of %: % (SQLSTATE %)', parent, SQLERRM, SQLSTATE;
+        END;
+    END LOOP;
+END
+$$;
+
 CREATE FUNCTION flux.run_maintenance()
 RETURNS TABLE (table_name regclass, action text, partition_name text, detail text)
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     steps integer := 0;
@@ -920,20 +971,26 @@ COMMENT ON FUNCTION flux.run_maintenance() IS
 REVOKE ALL ON FUNCTION flux.set_partition_interval(regclass, interval), flux.set_retention(regclass, interval),
     flux.run_maintenance(), flux.create_partitions(regclass, timestamptz, timestamptz) FROM PUBLIC;
 REVOKE ALL ON FUNCTION flux_internal.create_partition(regclass, timestamptz, boolean, regclass), flux_internal.as_maintenance(boolean),
-    flux_internal.maintenance_step(regclass), flux_internal.maintenance_step() FROM PUBLIC;
+    flux_internal.maintenance_step(regclass), flux_internal.maintenance_step(), flux_internal.maintenance_worker_step() FROM PUBLIC;
 
 -- The origin of maintenance's own changes, made now so that the realtime feed filters it from
 -- the first move on. Replication origins belong to the cluster, not to a database or the
 -- extension, and outlive both.
-SELECT pg_replication_origin_create('flux_maintenance')
-WHERE NOT EXISTS (SELECT FROM pg_replication_origin WHERE roname = 'flux_maintenance');
+SELECT pg_replication_origin_create(flux_internal.maintenance_origin())
+WHERE NOT EXISTS (SELECT FROM pg_replication_origin WHERE roname = flux_internal.maintenance_origin());
 
--- The 0.1.0 rows, partition by partition.
+-- The 0.1.0 rows, partition by partition. Partition bounds are read back as text
+-- (flux_internal.time_partitions), exactly only in ISO date style; the extension script's
+-- settings end with it.
+SET LOCAL DateStyle = 'ISO';
+SET LOCAL TimeZone = 'UTC';
 DO $convert$
 DECLARE
     conversion record;
     t timestamptz;
     upper_bound timestamptz;
+    old_rows bigint;
+    new_rows bigint;
 BEGIN
     FOR conversion IN VALUES
         ('flux.mg_bess_readings'::regclass, 'flux_internal.mg_bess_readings_0_1_0'::regclass),
@@ -947,6 +1004,13 @@ BEGIN
             FROM flux_internal.time_partitions(conversion.column1) p WHERE t >= p.lower AND t < p.upper;
             EXECUTE format('SELECT min(time) FROM %s WHERE time >= $1', conversion.column2) INTO t USING upper_bound;
         END LOOP;
+        -- Every row arrived, or nothing changes: the old table is dropped below.
+        EXECUTE format('SELECT (SELECT count(*) FROM %s), (SELECT count(*) FROM %s)', conversion.column2, conversion.column1)
+            INTO old_rows, new_rows;
+        IF old_rows <> new_rows THEN
+            RAISE EXCEPTION 'flux 0.2.0: % rows of % were converted, % were stored', new_rows, conversion.column1, old_rows
+                USING ERRCODE = 'XX000', HINT = 'Nothing was changed. Please report this.';
+        END IF;
     END LOOP;
 END
 $convert$;

@@ -15,20 +15,25 @@
 CREATE FUNCTION flux_internal.check_device_references() RETURNS trigger
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    locked uuid[];
     missing uuid;
 BEGIN
-    -- Lock the devices in id order, as two concurrent statements must not deadlock.
-    PERFORM FROM flux.mg_device_registry d
-    WHERE d.id IN (SELECT n.device_id FROM new_rows n)
-    ORDER BY d.id
-    FOR KEY SHARE;
+    -- Lock the devices in id order, as two concurrent statements must not deadlock, and check
+    -- against the devices locked: one registered after the lock's snapshot is not locked, and
+    -- could be deleted before this transaction commits.
+    SELECT array_agg(l.id) INTO locked
+    FROM (SELECT d.id FROM flux.mg_device_registry d
+          WHERE d.id IN (SELECT n.device_id FROM new_rows n)
+          ORDER BY d.id
+          FOR KEY SHARE) AS l;
 
     SELECT n.device_id INTO missing
     FROM (SELECT DISTINCT device_id FROM new_rows) n
-    WHERE NOT EXISTS (SELECT FROM flux.mg_device_registry d WHERE d.id = n.device_id)
+    LEFT JOIN unnest(locked) AS l(id) ON l.id = n.device_id
+    WHERE l.id IS NULL
     LIMIT 1;
     IF FOUND THEN
         RAISE EXCEPTION 'insert or update on table "%" violates foreign key constraint "%_device_id_fkey"',
@@ -63,7 +68,7 @@ CREATE TRIGGER check_device_references_on_update
 -- Their delete and update triggers on the registry stay on.
 CREATE FUNCTION flux_internal.disable_row_reference_checks() RETURNS SETOF regclass
 LANGUAGE plpgsql
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     rel regclass;

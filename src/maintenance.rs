@@ -1,11 +1,14 @@
 //! The partition maintenance worker.
 //!
 //! A launcher, started with the server, wakes every `flux.maintenance_interval` and starts one
-//! short-lived worker per database. That worker runs `flux_internal.maintenance_step()`
+//! short-lived worker per database. That worker runs `flux_internal.maintenance_worker_step()`
 //! (sql/partitions.sql) until it has nothing left to do, committing after every step, so that
-//! no lock a step takes outlives the step. A step that fails (a lock not granted within
-//! `flux.maintenance_lock_timeout`) ends that database's round with the error in the server
-//! log; the next round tries again. Databases without the extension are left alone.
+//! no lock a step takes outlives the step. A table whose step fails (a lock not granted within
+//! `flux.maintenance_lock_timeout`) is logged and passed over until the next round. Databases
+//! without the extension are left alone.
+//!
+//! Both run as the bootstrap superuser, so their sessions search `pg_catalog` only: a database's
+//! own search_path could otherwise put someone's `public.concat_ws` ahead of the catalog's.
 
 use crate::guc;
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
@@ -37,6 +40,7 @@ pub fn init() {
 pub extern "C-unwind" fn flux_maintenance_launcher(_arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     BackgroundWorker::connect_worker_to_spi(Some(LAUNCHER_DATABASE), None);
+    BackgroundWorker::transaction(trusted_search_path);
     // Due at start-up, then `flux.maintenance_interval` after the last round, as it is set now.
     let mut last_round: Option<Instant> = None;
     loop {
@@ -52,7 +56,7 @@ pub extern "C-unwind" fn flux_maintenance_launcher(_arg: pg_sys::Datum) {
             last_round = Some(Instant::now());
             for database in BackgroundWorker::transaction(databases) {
                 if BackgroundWorker::sigterm_received() {
-                    return;
+                    exit_to_be_restarted();
                 }
                 run_in(&database);
             }
@@ -65,9 +69,23 @@ pub extern "C-unwind" fn flux_maintenance_launcher(_arg: pg_sys::Datum) {
             due
         };
         if !BackgroundWorker::wait_latch(Some(wait.max(Duration::from_millis(10)))) {
-            return;
+            exit_to_be_restarted();
         }
     }
+}
+
+/// Ends the launcher with an exit code that has the postmaster start it again (after the
+/// restart time) unless the server is shutting down: a launcher terminated by hand would
+/// otherwise end maintenance until the next server start.
+fn exit_to_be_restarted() -> ! {
+    // SAFETY: proc_exit runs the backend's exit callbacks and does not return.
+    unsafe { pg_sys::proc_exit(1) }
+}
+
+/// Makes the session search the system catalog only (see the module comment).
+fn trusted_search_path() {
+    Spi::run("SELECT pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', false)")
+        .unwrap_or_else(|e| pgrx::error!("flux maintenance: setting search_path: {e}"));
 }
 
 /// The databases to visit: those listed in `flux.maintenance_databases`, or every one that
@@ -123,9 +141,10 @@ fn run_in(database: &str) {
 pub extern "C-unwind" fn flux_maintenance_worker(_arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGTERM);
     BackgroundWorker::connect_worker_to_spi(Some(BackgroundWorker::get_extra()), None);
+    BackgroundWorker::transaction(trusted_search_path);
     let installed = BackgroundWorker::transaction(|| {
         Spi::get_one::<bool>(
-            "SELECT to_regprocedure('flux_internal.maintenance_step()') IS NOT NULL",
+            "SELECT pg_catalog.to_regprocedure('flux_internal.maintenance_worker_step()') IS NOT NULL",
         )
     });
     if installed != Ok(Some(true)) {
@@ -150,8 +169,8 @@ fn step() -> Vec<String> {
     Spi::connect(|client| {
         client
             .select(
-                "SELECT concat_ws(' ', action, partition_name, '(' || table_name::text || ')', detail)
-                 FROM flux_internal.maintenance_step()",
+                "SELECT pg_catalog.concat_ws(' ', action, partition_name, '(' OPERATOR(pg_catalog.||) table_name::text OPERATOR(pg_catalog.||) ')', detail)
+                 FROM flux_internal.maintenance_worker_step()",
                 None,
                 &[],
             )

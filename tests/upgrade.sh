@@ -109,13 +109,21 @@ FROM generate_series('2024-01-01'::timestamptz, '2024-01-02', '1 minute') t;
 INSERT INTO flux.mg_meter_readings (device_id, time, power_total_active, energy_imported_active, energy_exported_active)
 SELECT '223e4567-e89b-12d3-a456-426614174000', t, 120, 1000 + row_number() OVER (ORDER BY t) * 2, 0
 FROM generate_series('2024-01-01'::timestamptz, '2024-01-02', '1 minute') t;
+-- Strays: years apart (year partitions), 40 days ago (a year partition must stop short of
+-- recent days), far in the future.
+INSERT INTO flux.mg_bess_readings (device_id, time, soe)
+SELECT '123e4567-e89b-12d3-a456-426614174000', t, 42
+FROM unnest(ARRAY['1999-06-01 00:00+00', '2010-03-15 12:00+00', now() - interval '40 days', '2200-01-01 00:00+00']::timestamptz[]) t;
 INSERT INTO flux.market_data (time, type, value, metadata)
 VALUES ('2024-01-01T12:00:00Z', 1, -150.5, '{"confidence": 0.85, "settlement_period": 24}');
 SQL
     before=$(data_of "$db")
     # The current library serves the old schema until the update: its functions still work.
     calls_of "$db" >/dev/null || { say "FAIL $version: its functions fail on the current library"; failures=$((failures + 1)); }
-    flux_psql_db "$db" -c "ALTER EXTENSION flux UPDATE" -c "SELECT count(*) FROM flux.run_maintenance()" >/dev/null
+    # In a session whose date style prints zone abbreviations that read back wrong (CST is
+    # US Central to PostgreSQL): the conversion must not depend on the session.
+    flux_psql_db "$db" -c "SET DateStyle = 'SQL, DMY'" -c "SET TimeZone = 'Asia/Shanghai'" \
+        -c "ALTER EXTENSION flux UPDATE" -c "SELECT count(*) FROM flux.run_maintenance()" >/dev/null
     after=$(data_of "$db")
     got_version=$(flux_psql_db "$db" -Atc "SELECT extversion FROM pg_extension WHERE extname = 'flux'")
     calls_of "$db" >/dev/null || { say "FAIL $version: the updated functions fail"; failures=$((failures + 1)); }
@@ -124,6 +132,9 @@ SQL
     elif [[ $before != "$after" ]]; then
         say "FAIL $version: stored data changed during the update"; diff <(echo "$before") <(echo "$after") >&2 || true
         failures=$((failures + 1))
+    elif [[ $(flux_psql_db "$db" -Atc "SELECT count(*) FROM flux_internal.time_partitions('flux.mg_bess_readings') p
+                                        WHERE p.upper > now() - interval '31 days' AND p.upper - p.lower > interval '1 day'") != 0 ]]; then
+        say "FAIL $version: a partition wider than a day reaches into the last 31 days"; failures=$((failures + 1))
     elif ! diff -u <(echo "$expected_schema") <(schema_of "$db") >&2; then
         say "FAIL $version: the updated schema differs from a fresh install (diff above)"; failures=$((failures + 1))
     else

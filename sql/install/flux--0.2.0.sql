@@ -205,6 +205,92 @@ AS 'MODULE_PATHNAME', 'sign_jwt_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- src/edge.rs:183
+CREATE SCHEMA IF NOT EXISTS flux_internal; /* flux::edge::flux_internal */
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/edge.rs:286
+-- flux::edge::flux_internal::cancel_request
+CREATE  FUNCTION flux_internal."cancel_request"(
+	"request_id" TEXT /* & str */
+) RETURNS bool /* bool */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'cancel_request_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/edge.rs:194
+-- flux::edge::flux_internal::check_request
+CREATE  FUNCTION flux_internal."check_request"() RETURNS TEXT[] /* :: std :: option :: Option < Vec < String > > */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'check_request_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/lib.rs:65
+-- requires:
+--   roles
+--   edge::flux_internal::check_request
+--   edge::flux_internal::cancel_request
+
+-- The API edge: PostgREST calls flux_internal.pre_request() before every request
+-- (db-pre-request = "flux_internal.pre_request"). The decision — api key, rate limit — is made
+-- natively by flux_internal.check_request; this front door only applies it, because custom
+-- HTTP statuses (RAISE SQLSTATE 'PGRST') can only be raised from plpgsql.
+--
+-- It writes no table: PostgREST runs GET requests in READ ONLY transactions, so the token
+-- buckets live in shared memory.
+CREATE FUNCTION flux_internal.pre_request() RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    refusal text[] := flux_internal.check_request();
+BEGIN
+    IF refusal IS NOT NULL THEN
+        RAISE SQLSTATE 'PGRST' USING MESSAGE = refusal[1], DETAIL = refusal[2];
+    END IF;
+END
+$$;
+
+COMMENT ON FUNCTION flux_internal.pre_request() IS
+    'PostgREST db-pre-request hook: rejects requests without a valid api key (401) or over their rate limit (429), and sets the X-RateLimit-* headers.';
+
+-- PostgREST runs the hook as whichever role the request's JWT names, including roles a project
+-- adds beyond the three built-in ones: every role may execute it (functions are executable by
+-- PUBLIC by default); what else lives in flux_internal keeps its own grants.
+GRANT USAGE ON SCHEMA flux_internal TO PUBLIC;
+
+COMMENT ON FUNCTION flux_internal.cancel_request(text) IS
+    'Cancels the statement of the request the router named (x-flux-request-id) if a backend still serves it: the router calls it when the client leaves or PostgREST''s answer is overdue.';
+
+-- The router connects as PostgREST's login role to cancel; nobody else needs to.
+REVOKE ALL ON FUNCTION flux_internal.cancel_request(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION flux_internal.cancel_request(text) TO authenticator;
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/lib.rs:74
+-- requires:
+--   roles
+--   edge
+--   keys::sign_jwt
+
+-- Minting api keys and access tokens from SQL: flux.sign_jwt (src/keys.rs) checks the claims
+-- and signs them natively with the superuser-only setting `flux.jwt_secret` (the secret
+-- PostgREST verifies with). No API role can read the secret, and there is no lower-level
+-- signer to call around the checks.
+
+COMMENT ON FUNCTION flux.sign_jwt(jsonb, interval) IS
+    'Signs claims (role anon, authenticated or service_role; optional sub, sites, ...) as an HS256 JWT valid for valid_for. Service role only.';
+
+REVOKE ALL ON FUNCTION flux.sign_jwt(jsonb, interval) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION flux.sign_jwt(jsonb, interval) TO service_role;
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- src/keys.rs:55
 CREATE SCHEMA IF NOT EXISTS flux_internal; /* flux::keys::flux_internal */
 /* </end connected objects> */
@@ -419,92 +505,6 @@ ALTER TABLE flux_partitions.market_data_default REPLICA IDENTITY FULL;
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/edge.rs:183
-CREATE SCHEMA IF NOT EXISTS flux_internal; /* flux::edge::flux_internal */
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/edge.rs:194
--- flux::edge::flux_internal::check_request
-CREATE  FUNCTION flux_internal."check_request"() RETURNS TEXT[] /* :: std :: option :: Option < Vec < String > > */
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'check_request_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/edge.rs:286
--- flux::edge::flux_internal::cancel_request
-CREATE  FUNCTION flux_internal."cancel_request"(
-	"request_id" TEXT /* & str */
-) RETURNS bool /* bool */
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'cancel_request_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/lib.rs:65
--- requires:
---   roles
---   edge::flux_internal::check_request
---   edge::flux_internal::cancel_request
-
--- The API edge: PostgREST calls flux_internal.pre_request() before every request
--- (db-pre-request = "flux_internal.pre_request"). The decision — api key, rate limit — is made
--- natively by flux_internal.check_request; this front door only applies it, because custom
--- HTTP statuses (RAISE SQLSTATE 'PGRST') can only be raised from plpgsql.
---
--- It writes no table: PostgREST runs GET requests in READ ONLY transactions, so the token
--- buckets live in shared memory.
-CREATE FUNCTION flux_internal.pre_request() RETURNS void
-LANGUAGE plpgsql
-AS $$
-DECLARE
-    refusal text[] := flux_internal.check_request();
-BEGIN
-    IF refusal IS NOT NULL THEN
-        RAISE SQLSTATE 'PGRST' USING MESSAGE = refusal[1], DETAIL = refusal[2];
-    END IF;
-END
-$$;
-
-COMMENT ON FUNCTION flux_internal.pre_request() IS
-    'PostgREST db-pre-request hook: rejects requests without a valid api key (401) or over their rate limit (429), and sets the X-RateLimit-* headers.';
-
--- PostgREST runs the hook as whichever role the request's JWT names, including roles a project
--- adds beyond the three built-in ones: every role may execute it (functions are executable by
--- PUBLIC by default); what else lives in flux_internal keeps its own grants.
-GRANT USAGE ON SCHEMA flux_internal TO PUBLIC;
-
-COMMENT ON FUNCTION flux_internal.cancel_request(text) IS
-    'Cancels the statement of the request the router named (x-flux-request-id) if a backend still serves it: the router calls it when the client leaves or PostgREST''s answer is overdue.';
-
--- The router connects as PostgREST's login role to cancel; nobody else needs to.
-REVOKE ALL ON FUNCTION flux_internal.cancel_request(text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION flux_internal.cancel_request(text) TO authenticator;
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/lib.rs:74
--- requires:
---   roles
---   edge
---   keys::sign_jwt
-
--- Minting api keys and access tokens from SQL: flux.sign_jwt (src/keys.rs) checks the claims
--- and signs them natively with the superuser-only setting `flux.jwt_secret` (the secret
--- PostgREST verifies with). No API role can read the secret, and there is no lower-level
--- signer to call around the checks.
-
-COMMENT ON FUNCTION flux.sign_jwt(jsonb, interval) IS
-    'Signs claims (role anon, authenticated or service_role; optional sub, sites, ...) as an HS256 JWT valid for valid_for. Service role only.';
-
-REVOKE ALL ON FUNCTION flux.sign_jwt(jsonb, interval) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION flux.sign_jwt(jsonb, interval) TO service_role;
-/* </end connected objects> */
-
-/* <begin connected objects> */
 -- src/energy.rs:712
 CREATE SCHEMA IF NOT EXISTS flux_internal; /* flux::energy::flux_internal */
 /* </end connected objects> */
@@ -552,6 +552,108 @@ $$;
 CREATE TRIGGER check_metadata
     BEFORE INSERT OR UPDATE OF metadata ON flux.mg_device_registry
     FOR EACH ROW EXECUTE FUNCTION flux_internal.check_device_metadata();
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/lib.rs:34
+-- requires:
+--   tables
+--   registry
+
+-- Device references, checked once per statement.
+--
+-- The readings' foreign keys to the registry stay declared (sql/tables.sql): they refuse to
+-- delete a device that has readings, cascade an id change, and tell PostgREST how to embed the
+-- device in a reading. But PostgreSQL checks a foreign key on insert once per row, with one
+-- index probe and one row lock each: ~40 % of the time of a COPY. Here one statement-level
+-- trigger checks all rows of a statement with one query over its distinct devices instead, and
+-- the per-row check triggers are disabled. Same guarantees:
+--   * every device_id is in the registry, or the whole statement fails with 23503 (409);
+--   * the devices are locked FOR KEY SHARE, as the foreign key's check does, so a concurrent
+--     delete of one waits for this transaction and then fails on the readings it finds.
+-- Partitions attached later get the per-row triggers enabled again; maintenance disables them
+-- (flux_internal.disable_row_reference_checks). Until then a reading is checked twice.
+
+CREATE FUNCTION flux_internal.check_device_references() RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    locked uuid[];
+    missing uuid;
+BEGIN
+    -- Lock the devices in id order, as two concurrent statements must not deadlock, and check
+    -- against the devices locked: one registered after the lock's snapshot is not locked, and
+    -- could be deleted before this transaction commits.
+    SELECT array_agg(l.id) INTO locked
+    FROM (SELECT d.id FROM flux.mg_device_registry d
+          WHERE d.id IN (SELECT n.device_id FROM new_rows n)
+          ORDER BY d.id
+          FOR KEY SHARE) AS l;
+
+    SELECT n.device_id INTO missing
+    FROM (SELECT DISTINCT device_id FROM new_rows) n
+    LEFT JOIN unnest(locked) AS l(id) ON l.id = n.device_id
+    WHERE l.id IS NULL
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'insert or update on table "%" violates foreign key constraint "%_device_id_fkey"',
+                TG_TABLE_NAME, TG_TABLE_NAME
+            USING ERRCODE = '23503',
+                  DETAIL = format('Key (device_id)=(%s) is not present in table "mg_device_registry".', missing),
+                  SCHEMA = TG_TABLE_SCHEMA, TABLE = TG_TABLE_NAME,
+                  CONSTRAINT = TG_TABLE_NAME || '_device_id_fkey';
+    END IF;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION flux_internal.check_device_references() IS
+    'Statement-level check that every device_id of the new rows is registered (23503 otherwise), locking the devices FOR KEY SHARE as a foreign key check does.';
+
+-- Transition tables cannot be shared by INSERT and UPDATE triggers, hence two of each.
+CREATE TRIGGER check_device_references_on_insert
+    AFTER INSERT ON flux.mg_bess_readings REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION flux_internal.check_device_references();
+CREATE TRIGGER check_device_references_on_update
+    AFTER UPDATE ON flux.mg_bess_readings REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION flux_internal.check_device_references();
+CREATE TRIGGER check_device_references_on_insert
+    AFTER INSERT ON flux.mg_meter_readings REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION flux_internal.check_device_references();
+CREATE TRIGGER check_device_references_on_update
+    AFTER UPDATE ON flux.mg_meter_readings REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION flux_internal.check_device_references();
+
+-- Disables the foreign keys' per-row check triggers on the reading tables and every partition
+-- (the statement-level triggers above replace them); returns the partitions it changed.
+-- Their delete and update triggers on the registry stay on.
+CREATE FUNCTION flux_internal.disable_row_reference_checks() RETURNS SETOF regclass
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    rel regclass;
+    trigger_name name;
+BEGIN
+    FOR rel, trigger_name IN
+        SELECT t.tgrelid::regclass, t.tgname
+        FROM pg_trigger t
+        JOIN pg_constraint c ON c.oid = t.tgconstraint
+        WHERE c.conname IN ('mg_bess_readings_device_id_fkey', 'mg_meter_readings_device_id_fkey')
+          AND c.confrelid = 'flux.mg_device_registry'::regclass
+          AND t.tgrelid <> c.confrelid
+          AND t.tgenabled <> 'D'
+        ORDER BY t.tgrelid::regclass::text
+    LOOP
+        EXECUTE format('ALTER TABLE %s DISABLE TRIGGER %I', rel, trigger_name);
+        RETURN NEXT rel;
+    END LOOP;
+END
+$$;
+REVOKE ALL ON FUNCTION flux_internal.disable_row_reference_checks() FROM PUBLIC;
+
+SELECT count(*) FROM flux_internal.disable_row_reference_checks();
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -656,103 +758,6 @@ FROM unnest(ARRAY['flux_partitions.mg_bess_readings_default', 'flux_partitions.m
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:34
--- requires:
---   tables
---   registry
-
--- Device references, checked once per statement.
---
--- The readings' foreign keys to the registry stay declared (sql/tables.sql): they refuse to
--- delete a device that has readings, cascade an id change, and tell PostgREST how to embed the
--- device in a reading. But PostgreSQL checks a foreign key on insert once per row, with one
--- index probe and one row lock each: ~40 % of the time of a COPY. Here one statement-level
--- trigger checks all rows of a statement with one query over its distinct devices instead, and
--- the per-row check triggers are disabled. Same guarantees:
---   * every device_id is in the registry, or the whole statement fails with 23503 (409);
---   * the devices are locked FOR KEY SHARE, as the foreign key's check does, so a concurrent
---     delete of one waits for this transaction and then fails on the readings it finds.
--- Partitions attached later get the per-row triggers enabled again; maintenance disables them
--- (flux_internal.disable_row_reference_checks). Until then a reading is checked twice.
-
-CREATE FUNCTION flux_internal.check_device_references() RETURNS trigger
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog
-AS $$
-DECLARE
-    missing uuid;
-BEGIN
-    -- Lock the devices in id order, as two concurrent statements must not deadlock.
-    PERFORM FROM flux.mg_device_registry d
-    WHERE d.id IN (SELECT n.device_id FROM new_rows n)
-    ORDER BY d.id
-    FOR KEY SHARE;
-
-    SELECT n.device_id INTO missing
-    FROM (SELECT DISTINCT device_id FROM new_rows) n
-    WHERE NOT EXISTS (SELECT FROM flux.mg_device_registry d WHERE d.id = n.device_id)
-    LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION 'insert or update on table "%" violates foreign key constraint "%_device_id_fkey"',
-                TG_TABLE_NAME, TG_TABLE_NAME
-            USING ERRCODE = '23503',
-                  DETAIL = format('Key (device_id)=(%s) is not present in table "mg_device_registry".', missing),
-                  SCHEMA = TG_TABLE_SCHEMA, TABLE = TG_TABLE_NAME,
-                  CONSTRAINT = TG_TABLE_NAME || '_device_id_fkey';
-    END IF;
-    RETURN NULL;
-END
-$$;
-COMMENT ON FUNCTION flux_internal.check_device_references() IS
-    'Statement-level check that every device_id of the new rows is registered (23503 otherwise), locking the devices FOR KEY SHARE as a foreign key check does.';
-
--- Transition tables cannot be shared by INSERT and UPDATE triggers, hence two of each.
-CREATE TRIGGER check_device_references_on_insert
-    AFTER INSERT ON flux.mg_bess_readings REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION flux_internal.check_device_references();
-CREATE TRIGGER check_device_references_on_update
-    AFTER UPDATE ON flux.mg_bess_readings REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION flux_internal.check_device_references();
-CREATE TRIGGER check_device_references_on_insert
-    AFTER INSERT ON flux.mg_meter_readings REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION flux_internal.check_device_references();
-CREATE TRIGGER check_device_references_on_update
-    AFTER UPDATE ON flux.mg_meter_readings REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION flux_internal.check_device_references();
-
--- Disables the foreign keys' per-row check triggers on the reading tables and every partition
--- (the statement-level triggers above replace them); returns the partitions it changed.
--- Their delete and update triggers on the registry stay on.
-CREATE FUNCTION flux_internal.disable_row_reference_checks() RETURNS SETOF regclass
-LANGUAGE plpgsql
-SET search_path = pg_catalog
-AS $$
-DECLARE
-    rel regclass;
-    trigger_name name;
-BEGIN
-    FOR rel, trigger_name IN
-        SELECT t.tgrelid::regclass, t.tgname
-        FROM pg_trigger t
-        JOIN pg_constraint c ON c.oid = t.tgconstraint
-        WHERE c.conname IN ('mg_bess_readings_device_id_fkey', 'mg_meter_readings_device_id_fkey')
-          AND c.confrelid = 'flux.mg_device_registry'::regclass
-          AND t.tgrelid <> c.confrelid
-          AND t.tgenabled <> 'D'
-        ORDER BY t.tgrelid::regclass::text
-    LOOP
-        EXECUTE format('ALTER TABLE %s DISABLE TRIGGER %I', rel, trigger_name);
-        RETURN NEXT rel;
-    END LOOP;
-END
-$$;
-REVOKE ALL ON FUNCTION flux_internal.disable_row_reference_checks() FROM PUBLIC;
-
-SELECT count(*) FROM flux_internal.disable_row_reference_checks();
-/* </end connected objects> */
-
-/* <begin connected objects> */
 -- src/lib.rs:39
 -- requires:
 --   tables
@@ -771,16 +776,17 @@ SELECT count(*) FROM flux_internal.disable_row_reference_checks();
 --   market_data  1 month ~200 rows a day: fewer, larger partitions.
 -- Maintenance runs in steps, each one action in its own transaction when the background
 -- worker runs them (src/maintenance.rs), or all in one when flux.run_maintenance() is called:
---   1. rows in a default partition (a back-fill, a clock in the future) move to a partition of
---      their own, oldest first;
---   2. partitions are created ahead of time: the current one and `premake` more;
---   3. past the retention horizon, whole partitions are dropped, oldest first; never row by
+--   1. partitions are created ahead of time: the current one and `premake` more;
+--   2. past the retention horizon, whole partitions are dropped, oldest first; never row by
 --      row. A meter partition is dropped only once the energy of its time is kept elsewhere.
+--   3. rows in a default partition (a back-fill, a clock in the future) move to a partition of
+--      their own, oldest first (last, so that a move that cannot finish holds up nothing else);
 --   4. the per-row reference checks on new partitions are disabled (sql/references.sql).
 -- Locks, each waited for at most flux.maintenance_lock_timeout (200 ms) before the step gives
 -- up until the next round, which bounds how long maintenance holds up queries queued behind:
---   creating a partition  SHARE ROW EXCLUSIVE on the table (writes wait, reads go on) and
---                         ACCESS EXCLUSIVE on its default partition, for a few milliseconds,
+--   creating a partition  SHARE ROW EXCLUSIVE on the table (writes wait, reads go on) and on
+--                         the registry (its foreign key), ACCESS EXCLUSIVE on its default
+--                         partition, for a few milliseconds,
 --                         plus the time to move the default partition's rows of its range;
 --   dropping a partition  ACCESS EXCLUSIVE on the table, for a catalog update.
 
@@ -802,7 +808,7 @@ CREATE FUNCTION flux_internal.partition_settings(
     parent regclass,
     OUT partition_interval interval, OUT premake integer, OUT retention interval)
 LANGUAGE sql STABLE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT coalesce(c.partition_interval,
                     CASE WHEN $1 = 'flux.market_data'::regclass THEN interval '1 month' ELSE interval '1 day' END),
@@ -821,8 +827,10 @@ AS $$
 $$;
 
 -- The partitions of a table and their bounds, read from the catalog (so partitions made or
--- dropped by hand count too). Bounds print in the session's time zone and date style and are
--- read back in the same session, hence exactly. MINVALUE/MAXVALUE bounds read as -/+infinity.
+-- dropped by hand count too). Bounds print in the session's date style and are read back in
+-- the same session: callers set DateStyle ISO, whose numeric offsets read back exactly in any
+-- time zone (other styles print zone abbreviations, some ambiguous: CST). MINVALUE/MAXVALUE
+-- bounds read as -/+infinity.
 CREATE FUNCTION flux_internal.time_partitions(parent regclass)
 RETURNS TABLE (partition regclass, lower timestamptz, upper timestamptz, is_default boolean)
 LANGUAGE sql STABLE
@@ -913,7 +921,7 @@ CREATE FUNCTION flux.set_partition_interval(tbl regclass, partition_interval int
 RETURNS interval
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM flux_internal.check_partitioned_table(tbl);
@@ -932,7 +940,7 @@ COMMENT ON FUNCTION flux.set_partition_interval(regclass, interval) IS
 CREATE FUNCTION flux.set_retention(tbl regclass, keep interval) RETURNS interval
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM flux_internal.check_partitioned_table(tbl);
@@ -952,8 +960,8 @@ COMMENT ON FUNCTION flux.set_retention(regclass, interval) IS
 -- Creates and attaches the partition that holds `t`: aligned to the table's interval and
 -- clipped to its neighbours. With `widen_sparse`, where the default partition has few rows
 -- near `t` (a stray more than 31 intervals in the past), the partition spans the calendar
--- year instead, so that scattered back-fills cannot make thousands of partitions. (Never in
--- the future: live data would land in it once its time came.) Moves the default partition's
+-- year instead, so that scattered back-fills cannot make thousands of partitions. (Never
+-- within 31 intervals of now: live data would land in it, and retention could not free it.) Moves the default partition's
 -- rows of that range into it first, or copies those of `source` (the upgrade from 0.1.0 fills
 -- partitions from the old tables so). Returns the new partition and the rows moved.
 --
@@ -966,7 +974,7 @@ CREATE FUNCTION flux_internal.create_partition(parent regclass, t timestamptz, w
                                                source regclass DEFAULT NULL,
                                                OUT partition regclass, OUT moved bigint)
 LANGUAGE plpgsql
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 SET TimeZone = 'UTC'
 SET DateStyle = 'ISO'
 AS $$
@@ -984,6 +992,11 @@ BEGIN
     IF EXISTS (SELECT FROM flux_internal.time_partitions(parent) p WHERE t >= p.lower AND t < p.upper) THEN
         RETURN;
     END IF;
+    -- ATTACH locks the registry its foreign key references; taken first, and in the order of
+    -- a registry update that cascades to the readings, so neither waits for the other in turn.
+    IF parent <> 'flux.market_data'::regclass THEN
+        LOCK TABLE flux.mg_device_registry IN SHARE ROW EXCLUSIVE MODE;
+    END IF;
     EXECUTE format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', parent);
     IF default_part IS NOT NULL THEN
         EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', default_part);
@@ -995,7 +1008,8 @@ BEGIN
             INTO STRICT sparse USING range_lower, range_upper;
         IF sparse THEN
             range_lower := date_trunc('year', t);
-            range_upper := range_lower + interval '1 year';
+            range_upper := least(range_lower + interval '1 year',
+                                 greatest(range_upper, flux_internal.partition_start(now() - 31 * step, step)));
         END IF;
     END IF;
     SELECT greatest(range_lower, max(p.upper)) INTO range_lower
@@ -1044,17 +1058,28 @@ BEGIN
 END
 $$;
 
--- Tags this session's changes with the replication origin flux_maintenance (on) or stops (off).
+-- The replication origin of this database's maintenance. Origins belong to the cluster and one
+-- serves one session at a time: one per database, so that databases do not wait for each other.
+CREATE FUNCTION flux_internal.maintenance_origin() RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT 'flux_maintenance_' || oid FROM pg_database WHERE datname = current_database() $$;
+
+-- Tags this session's changes with the database's maintenance origin (on) or stops (off).
+-- Moves in one database take turns for the origin (until commit; waits bounded by lock_timeout).
 CREATE FUNCTION flux_internal.as_maintenance(active boolean) RETURNS void
 LANGUAGE plpgsql
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    origin text := flux_internal.maintenance_origin();
 BEGIN
     IF active THEN
-        IF NOT EXISTS (SELECT FROM pg_replication_origin WHERE roname = 'flux_maintenance') THEN
-            PERFORM pg_replication_origin_create('flux_maintenance');
+        PERFORM pg_advisory_xact_lock('flux_internal.as_maintenance(boolean)'::regprocedure::oid::int, 0);
+        IF NOT EXISTS (SELECT FROM pg_replication_origin WHERE roname = origin) THEN
+            PERFORM pg_replication_origin_create(origin);
         END IF;
-        PERFORM pg_replication_origin_session_setup('flux_maintenance');
+        PERFORM pg_replication_origin_session_setup(origin);
     ELSIF pg_replication_origin_session_is_setup() THEN
         PERFORM pg_replication_origin_session_reset();
     END IF;
@@ -1071,7 +1096,9 @@ CREATE FUNCTION flux.create_partitions(tbl regclass, from_time timestamptz, to_t
 RETURNS TABLE (partition_name text, lower timestamptz, upper timestamptz, moved_rows bigint)
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'
+SET DateStyle = 'ISO'
 SET lock_timeout = '200ms'
 AS $$
 DECLARE
@@ -1108,7 +1135,7 @@ COMMENT ON FUNCTION flux.create_partitions(regclass, timestamptz, timestamptz) I
 CREATE FUNCTION flux_internal.maintenance_step(parent regclass)
 RETURNS TABLE (table_name regclass, action text, partition_name text, detail text)
 LANGUAGE plpgsql
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 SET TimeZone = 'UTC'
 SET DateStyle = 'ISO'
 -- Overridden below from flux.maintenance_lock_timeout; the clause keeps that inside this function.
@@ -1129,7 +1156,41 @@ BEGIN
     PERFORM pg_advisory_xact_lock('flux_internal.partition_config'::regclass::oid::int, parent::oid::int);
     PERFORM set_config('lock_timeout', current_setting('flux.maintenance_lock_timeout'), true);
 
-    -- 1. The default partition's rows, oldest first. Rows far in the future get partitions of
+    -- 1. The current partition and `premake` more.
+    t := now();
+    FOR k IN 0 .. settings.premake LOOP
+        made := flux_internal.create_partition(parent, t, false);
+        IF made.partition IS NOT NULL THEN
+            action := 'created';
+            partition_name := made.partition::text;
+            SELECT format('%s to %s', p.lower, p.upper) INTO detail
+            FROM flux_internal.time_partitions(parent) p WHERE p.partition = made.partition;
+            RETURN NEXT;
+            RETURN;
+        END IF;
+        SELECT p.upper INTO t FROM flux_internal.time_partitions(parent) p WHERE t >= p.lower AND t < p.upper;
+        EXIT WHEN NOT isfinite(t);
+    END LOOP;
+
+    -- 2. Retention.
+    IF settings.retention IS NOT NULL THEN
+        SELECT p.partition, p.lower, p.upper INTO expired
+        FROM flux_internal.time_partitions(parent) p
+        WHERE NOT p.is_default AND p.upper <= now() - settings.retention
+        ORDER BY p.upper
+        LIMIT 1;
+        IF FOUND AND (parent <> 'flux.mg_meter_readings'::regclass OR flux_internal.energy_kept_before(expired.upper)) THEN
+            partition_name := expired.partition::text;
+            EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', parent);
+            EXECUTE format('DROP TABLE %s', expired.partition);
+            action := 'dropped';
+            detail := format('%s to %s, past the retention of %s', expired.lower, expired.upper, settings.retention);
+            RETURN NEXT;
+            RETURN;
+        END IF;
+    END IF;
+
+    -- 3. The default partition's rows, oldest first. Rows far in the future get partitions of
     -- the table's interval, at most 366 of them beyond those made ahead: past that (clocks set
     -- at random), they stay in the default partition, stored and readable, until their
     -- partitions are made ahead in their turn.
@@ -1150,40 +1211,6 @@ BEGIN
         END IF;
     END IF;
 
-    -- 2. The current partition and `premake` more.
-    t := now();
-    FOR k IN 0 .. settings.premake LOOP
-        made := flux_internal.create_partition(parent, t, false);
-        IF made.partition IS NOT NULL THEN
-            action := 'created';
-            partition_name := made.partition::text;
-            SELECT format('%s to %s', p.lower, p.upper) INTO detail
-            FROM flux_internal.time_partitions(parent) p WHERE p.partition = made.partition;
-            RETURN NEXT;
-            RETURN;
-        END IF;
-        SELECT p.upper INTO t FROM flux_internal.time_partitions(parent) p WHERE t >= p.lower AND t < p.upper;
-        EXIT WHEN NOT isfinite(t);
-    END LOOP;
-
-    -- 3. Retention.
-    IF settings.retention IS NOT NULL THEN
-        SELECT p.partition, p.lower, p.upper INTO expired
-        FROM flux_internal.time_partitions(parent) p
-        WHERE NOT p.is_default AND p.upper <= now() - settings.retention
-        ORDER BY p.upper
-        LIMIT 1;
-        IF FOUND AND (parent <> 'flux.mg_meter_readings'::regclass OR flux_internal.energy_kept_before(expired.upper)) THEN
-            partition_name := expired.partition::text;
-            EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', parent);
-            EXECUTE format('DROP TABLE %s', expired.partition);
-            action := 'dropped';
-            detail := format('%s to %s, past the retention of %s', expired.lower, expired.upper, settings.retention);
-            RETURN NEXT;
-            RETURN;
-        END IF;
-    END IF;
-
     -- 4. Partitions attached by hand or restored from a dump.
     FOR partition_name IN SELECT r::text FROM flux_internal.disable_row_reference_checks() r LOOP
         action := 'reference checks per statement';
@@ -1193,11 +1220,11 @@ BEGIN
 END
 $$;
 
--- A step on the first table that has something to do; the background worker commits after each.
+-- A step on the first table that has something to do.
 CREATE FUNCTION flux_internal.maintenance_step()
 RETURNS TABLE (table_name regclass, action text, partition_name text, detail text)
 LANGUAGE plpgsql
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     parent regclass;
@@ -1211,11 +1238,35 @@ BEGIN
 END
 $$;
 
+-- The background worker's step, which it commits. A table whose step fails (a lock not granted
+-- in time, a partition someone's view depends on) is logged and passed over, so that the
+-- others are still maintained; the next round tries it again.
+CREATE FUNCTION flux_internal.maintenance_worker_step()
+RETURNS TABLE (table_name regclass, action text, partition_name text, detail text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    parent regclass;
+BEGIN
+    FOR parent IN SELECT flux_internal.partitioned_tables() LOOP
+        BEGIN
+            RETURN QUERY SELECT * FROM flux_internal.maintenance_step(parent);
+            IF FOUND THEN
+                RETURN;
+            END IF;
+        EXCEPTION WHEN OTHERS THEN
+            RAISE WARNING 'flux maintenance of %: % (SQLSTATE %)', parent, SQLERRM, SQLSTATE;
+        END;
+    END LOOP;
+END
+$$;
+
 CREATE FUNCTION flux.run_maintenance()
 RETURNS TABLE (table_name regclass, action text, partition_name text, detail text)
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     steps integer := 0;
@@ -1238,12 +1289,12 @@ COMMENT ON FUNCTION flux.run_maintenance() IS
 REVOKE ALL ON FUNCTION flux.set_partition_interval(regclass, interval), flux.set_retention(regclass, interval),
     flux.run_maintenance(), flux.create_partitions(regclass, timestamptz, timestamptz) FROM PUBLIC;
 REVOKE ALL ON FUNCTION flux_internal.create_partition(regclass, timestamptz, boolean, regclass), flux_internal.as_maintenance(boolean),
-    flux_internal.maintenance_step(regclass), flux_internal.maintenance_step() FROM PUBLIC;
+    flux_internal.maintenance_step(regclass), flux_internal.maintenance_step(), flux_internal.maintenance_worker_step() FROM PUBLIC;
 
 -- The origin of maintenance's own changes, made now so that the realtime feed filters it from
 -- the first move on. Replication origins belong to the cluster, not to a database or the
 -- extension, and outlive both.
-SELECT pg_replication_origin_create('flux_maintenance')
-WHERE NOT EXISTS (SELECT FROM pg_replication_origin WHERE roname = 'flux_maintenance');
+SELECT pg_replication_origin_create(flux_internal.maintenance_origin())
+WHERE NOT EXISTS (SELECT FROM pg_replication_origin WHERE roname = flux_internal.maintenance_origin());
 /* </end connected objects> */
 

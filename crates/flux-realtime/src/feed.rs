@@ -66,7 +66,11 @@ async fn stream(
 ) -> Result<(), String> {
     let err = |what: &str| {
         let what = what.to_owned();
-        move |e: db::DbError| format!("{what}: {e}")
+        // "db error" alone says nothing: the server's code and message do.
+        move |e: db::DbError| match e.as_db_error() {
+            Some(db) => format!("{what}: {} {}", db.code().code(), db.message()),
+            None => format!("{what}: {e}"),
+        }
     };
     let client = db::connect(&state.config.db_url)
         .await
@@ -99,16 +103,17 @@ async fn stream(
     state.feed_up.store(true, Ordering::SeqCst);
 
     // With no table to follow, wal2json would follow all of them: filter everything instead.
-    // Rows that flux maintenance moves between partitions carry its replication origin: they
-    // change place, not content, and are left out.
+    // Rows that flux maintenance moves between partitions carry its replication origin (one per
+    // database, flux_maintenance_<oid>): they change place, not content, and are left out.
     let poll = client
         .prepare(
-            "SELECT data FROM pg_logical_slot_get_changes($1, NULL, $2,
+            "SELECT data FROM pg_logical_slot_get_changes($1, NULL, $2, VARIADIC ARRAY[
                 'format-version', '2', 'include-pk', '1', 'include-timestamp', '1',
                 'include-type-oids', '1', 'include-transaction', '0',
-                'add-tables', $3, 'filter-tables', CASE WHEN $3 = '' THEN '*.*' ELSE '' END,
-                'filter-origins', (SELECT string_agg(roident::text, ',') FROM pg_replication_origin
-                                   WHERE roname = 'flux_maintenance'))",
+                'add-tables', $3, 'filter-tables', CASE WHEN $3 = '' THEN '*.*' ELSE '' END]
+                || coalesce((SELECT ARRAY['filter-origins', string_agg(roident::text, ',')]
+                             FROM pg_replication_origin WHERE roname LIKE 'flux\\_maintenance\\_%'
+                             HAVING count(*) > 0), '{}'))",
         )
         .await
         .map_err(err("preparing the poll"))?;
