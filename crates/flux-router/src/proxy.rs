@@ -473,24 +473,26 @@ fn from_upstream(response: Response<Incoming>) -> Reply {
 /// PostgREST's table sends every unknown code to 400. A client must not take that for bad
 /// input and drop its data: it becomes the 503 it is. Other 400s pass unchanged.
 async fn mid_request_disconnect(response: Response<Incoming>) -> Reply {
+    // That answer is a few dozen bytes. PostgREST may send it chunked, without a length, so
+    // the body is read up to this bound; a longer one is some other 400, passed on as read.
     const ERROR_BODY_MAX: usize = 64 * 1024;
-    let small = response
-        .body()
-        .size_hint()
-        .upper()
-        .is_some_and(|n| n <= ERROR_BODY_MAX as u64);
-    if !small {
-        return from_upstream(response);
-    }
-    let (parts, body) = response.into_parts();
-    let bytes = match http_body_util::Limited::new(body, ERROR_BODY_MAX)
-        .collect()
-        .await
-    {
-        Ok(collected) => collected.to_bytes(),
-        Err(_) => return empty(StatusCode::BAD_GATEWAY),
+    let (parts, mut body) = response.into_parts();
+    let mut read = Vec::new();
+    let complete = loop {
+        if read.len() > ERROR_BODY_MAX {
+            break false;
+        }
+        match body.frame().await {
+            None => break true,
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    read.extend_from_slice(&data);
+                }
+            }
+            Some(Err(_)) => return empty(StatusCode::BAD_GATEWAY),
+        }
     };
-    if is_lost_connection(&bytes) {
+    if complete && is_lost_connection(&read) {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
             "PT503",
@@ -500,13 +502,44 @@ async fn mid_request_disconnect(response: Response<Incoming>) -> Reply {
         )
         .with_header(header::RETRY_AFTER, "1".into());
     }
-    let mut reply = error(StatusCode::BAD_REQUEST, "", "", None, None);
-    *reply.headers_mut() = parts.headers;
+    let read = Bytes::from(read);
+    let rest = if complete { None } else { Some(body) };
+    let mut reply = Response::from_parts(
+        parts,
+        ReadAhead {
+            read: Some(read),
+            rest,
+        }
+        .boxed(),
+    );
     for name in &HOP_BY_HOP {
         reply.headers_mut().remove(name);
     }
-    *reply.body_mut() = Full::new(bytes).map_err(|never| match never {}).boxed();
     reply
+}
+
+/// A body of which the first bytes have been read already.
+struct ReadAhead {
+    read: Option<Bytes>,
+    rest: Option<Incoming>,
+}
+
+impl Body for ReadAhead {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(read) = self.read.take() {
+            return Poll::Ready(Some(Ok(Frame::data(read))));
+        }
+        match self.rest.as_mut() {
+            Some(rest) => Pin::new(rest).poll_frame(cx).map_err(BoxError::from),
+            None => Poll::Ready(None),
+        }
+    }
 }
 
 /// PostgREST's error body for a statement whose connection broke: no code, no message.
