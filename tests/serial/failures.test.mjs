@@ -63,6 +63,8 @@ test('kill -9 of PostgreSQL during bulk ingest: every acknowledged batch is stor
     }
   };
   const clients = [0, 1, 2, 3].map(client);
+  const daemons = () => ({ postgrest: pidOf('postgrest'), realtime: pidOf('realtime'), router: pidOf('router') });
+  const before = daemons();
   await sleep(2000);
   process.kill(postmaster(), 'SIGKILL');
   await sleep(3000);
@@ -90,6 +92,7 @@ test('kill -9 of PostgreSQL during bulk ingest: every acknowledged batch is stor
     else assert.ok(n === 0 || n === BATCH, `failed batch from ${b.from} is ${n} of ${BATCH} rows`);
   }
   await until('the realtime server streams again', realtimeUp);
+  assert.deepEqual(daemons(), before, 'PostgREST, the realtime server and the router reconnected by themselves, not restarted');
 });
 
 test('a killed PostgREST or realtime server: the router answers JSON 503s, ./flux up restarts only them', async () => {

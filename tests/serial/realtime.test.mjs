@@ -390,6 +390,9 @@ describe('realtime protocol details (raw WebSocket)', () => {
         assert.match((await next((m) => m.ref === '7')).msg.payload.response.reason, /^UnknownTable: /);
         send('8', '8', 'realtime:raw-8', 'phx_join', { config: {}, access_token: signJwt({ role: 'anon', exp: 1 }) });
         assert.match((await next((m) => m.ref === '8')).msg.payload.response.reason, /^InvalidJWTToken: /);
+        // A token without exp never expires: refused like an expired one, whatever its role.
+        send('9', '9', 'realtime:raw-9', 'phx_join', { config: {}, access_token: signJwt({ role: 'service_role', exp: undefined }) });
+        assert.match((await next((m) => m.ref === '9')).msg.payload.response.reason, /^InvalidJWTToken: .*exp/);
 
         // Echo: same entries, same keys (absent stay absent), plus an integer id.
         const sent = [{ event: 'INSERT', schema: 'flux' }, bess('soe=gt.1', 'UPDATE')];

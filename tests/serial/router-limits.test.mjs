@@ -83,3 +83,21 @@ test('one address has a request rate; others are unaffected', async () => {
   assert.ok(Number(limited[0].retryAfter) >= 1);
   assert.equal((await api('/market_data?limit=1')).status, 200, 'another address is served');
 });
+
+test('a body that stalls is answered 408 after the body timeout, and the connection closed', async () => {
+  const bodyTimeout = setting('FLUX_ROUTER_BODY_TIMEOUT_S', 10);
+  const started = Date.now();
+  const answer = await new Promise((resolve, reject) => {
+    const s = connect({ host: router.hostname, port: router.port, localAddress: '127.0.0.3' });
+    let data = '';
+    s.on('data', (d) => { data += d; });
+    s.on('close', () => resolve({ data, closedAt: Date.now() }));
+    s.on('error', reject);
+    s.on('connect', () => s.write(`POST /rest/v1/mg_meter_readings HTTP/1.1\r\nHost: ${router.host}\r\napikey: ${env.FLUX_SERVICE_ROLE_KEY}\r\n`
+      + 'Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n[{"device_id":'));
+  });
+  assert.match(answer.data, /^HTTP\/1\.1 408 /);
+  assert.equal(JSON.parse(answer.data.slice(answer.data.indexOf('\r\n\r\n') + 4)).code, 'PT408');
+  const waited = (answer.closedAt - started) / 1000;
+  assert.ok(waited >= bodyTimeout - 1 && waited < bodyTimeout + 5, `answered after ${waited} s`);
+});
