@@ -1,14 +1,16 @@
 // Energy benchmark: get_meter_readings_30m against the floor (one grouped scan of the same rows
 // and columns) and against the plain SQL a user would otherwise write (lag() per device,
-// negative differences as resets). All three run in one session, interleaved, several times;
-// the ratios are of medians. Also: rows/s, peak backend memory, and time from 1 to 30 days.
+// negative differences as resets). All three run in one session, interleaved, several times,
+// first with the server's settings (parallel workers for the SQL), then restricted to one
+// process without JIT; the ratios are of medians. Also: rows/s, the peak memory each adds to a
+// fresh backend (catalog caches included), and time from 1 to 30 days.
 //
 //   node bench/energy/run.mjs [--meters 20] [--days 30] [--reps 5]
 //
 // Needs a running stack (./flux up); the data goes to its own database flux_bench_<m>x<d>.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { benchDatabase, median, opt, root } from '../lib.mjs';
+import { benchDatabase, median, opt, pg, root, urlOf } from '../lib.mjs';
 
 const meters = opt('meters', 20);
 const days = opt('days', 30);
@@ -49,19 +51,34 @@ const rssAnonKb = (pid) => {
   }
 };
 
-/** Runs one query; returns [milliseconds, peak anonymous memory of the backend above its start (MB)]. */
-async function timed(client, pid, sql, args) {
-  const base = rssAnonKb(pid);
-  let peak = base;
-  const sampler = setInterval(() => {
-    peak = Math.max(peak, rssAnonKb(pid));
-  }, 2);
+/** Runs one query; returns its milliseconds. */
+async function timed(client, sql, args) {
   const t0 = process.hrtime.bigint();
   await client.query(sql, args);
-  const ms = Number(process.hrtime.bigint() - t0) / 1e6;
-  clearInterval(sampler);
-  peak = Math.max(peak, rssAnonKb(pid));
-  return [ms, (peak - base) / 1024];
+  return Number(process.hrtime.bigint() - t0) / 1e6;
+}
+
+/**
+ * Peak anonymous memory (MB) one query adds to a fresh backend, restricted to that backend
+ * (no parallel workers): a backend that ran it before keeps the memory, and peaks no more.
+ */
+async function memoryOf(sql, args) {
+  const client = new pg.Client({ connectionString: urlOf(dbName) });
+  await client.connect();
+  try {
+    await client.query('SET max_parallel_workers_per_gather = 0');
+    const pid = (await client.query('SELECT pg_backend_pid() AS pid')).rows[0].pid;
+    const base = rssAnonKb(pid);
+    let peak = base;
+    const sampler = setInterval(() => {
+      peak = Math.max(peak, rssAnonKb(pid));
+    }, 2);
+    await client.query(sql, args);
+    clearInterval(sampler);
+    return (Math.max(peak, rssAnonKb(pid)) - base) / 1024;
+  } finally {
+    await client.end();
+  }
 }
 
 const range = (d) => ['2024-01-01T00:00:00Z', new Date(Date.parse('2024-01-01T00:00:00Z') + d * 86_400_000).toISOString()];
@@ -75,40 +92,42 @@ async function main() {
     await c.query(script);
     await c.query('VACUUM ANALYZE flux.mg_meter_readings');
   });
-  // Single-process comparison: the function cannot use parallel workers, so neither may the
-  // others. JIT is off for all three: its compile time (hundreds of ms for the grouped scans)
-  // would otherwise flatter the ratios.
-  await client.query('SET max_parallel_workers_per_gather = 0');
-  await client.query('SET jit = off');
-  const pid = (await client.query('SELECT pg_backend_pid() AS pid')).rows[0].pid;
   const full = range(days);
-
   for (const sql of Object.values(queries)) await client.query(sql, full); // warm the cache
-  const times = { floor: [], flux: [], plain: [] };
-  const memory = { floor: [], flux: [], plain: [] };
-  for (let i = 0; i < reps; i++) {
-    for (const [name, sql] of Object.entries(queries)) {
-      const [ms, mb] = await timed(client, pid, sql, full);
-      times[name].push(ms);
-      memory[name].push(mb);
-    }
-  }
-  const t = Object.fromEntries(Object.entries(times).map(([k, v]) => [k, median(v)]));
-  const m = Object.fromEntries(Object.entries(memory).map(([k, v]) => [k, Math.max(...v)]));
+
   const rows = expectedRows;
   console.log(`\nenergy benchmark: ${meters} meters × ${days} days × 1 reading / 10 s = ${rows.toLocaleString()} rows, 30-minute buckets, median of ${reps}`);
-  console.log('  one session, no parallel workers, JIT off');
-  console.log(`  (a) floor: grouped scan        ${t.floor.toFixed(0).padStart(7)} ms   peak memory ${m.floor.toFixed(1)} MB`);
-  console.log(`  (b) get_meter_readings_30m     ${t.flux.toFixed(0).padStart(7)} ms   peak memory ${m.flux.toFixed(1)} MB   ${(rows / t.flux / 1000).toFixed(2)} M rows/s`);
-  console.log(`  (c) plain SQL with lag()       ${t.plain.toFixed(0).padStart(7)} ms   peak memory ${m.plain.toFixed(1)} MB`);
-  console.log(`  ratio (b)/(a) = ${(t.flux / t.floor).toFixed(2)}   (goal ≤ 1.5)`);
-  console.log(`  ratio (c)/(b) = ${(t.plain / t.flux).toFixed(2)}   (goal ≥ 3)`);
+  // First as a user runs them: the server's settings, so the grouped scans may use parallel
+  // workers (the function cannot). Then restricted to one process with JIT off, which
+  // compares the algorithms alone.
+  const settings = (await client.query(`SELECT current_setting('max_parallel_workers_per_gather') AS workers, current_setting('jit') AS jit`)).rows[0];
+  for (const [label, setup] of [
+    [`as configured: max_parallel_workers_per_gather ${settings.workers}, jit ${settings.jit}`, []],
+    ['restricted: one process, JIT off (labelled; not the baseline)', ['SET max_parallel_workers_per_gather = 0', 'SET jit = off']],
+  ]) {
+    for (const sql of setup) await client.query(sql);
+    const times = { floor: [], flux: [], plain: [] };
+    for (let i = 0; i < reps; i++) {
+      for (const [name, sql] of Object.entries(queries)) times[name].push(await timed(client, sql, full));
+    }
+    const t = Object.fromEntries(Object.entries(times).map(([k, v]) => [k, median(v)]));
+    console.log(`  ${label}`);
+    console.log(`    (a) floor: grouped scan        ${t.floor.toFixed(0).padStart(7)} ms`);
+    console.log(`    (b) get_meter_readings_30m     ${t.flux.toFixed(0).padStart(7)} ms   ${(rows / t.flux / 1000).toFixed(2)} M rows/s`);
+    console.log(`    (c) plain SQL with lag()       ${t.plain.toFixed(0).padStart(7)} ms`);
+    console.log(`    ratio (b)/(a) = ${(t.flux / t.floor).toFixed(2)}   (goal ≤ 1.5)`);
+    console.log(`    ratio (c)/(b) = ${(t.plain / t.flux).toFixed(2)}   (goal ≥ 3)`);
+  }
+
+  const memory = {};
+  for (const [name, sql] of Object.entries(queries)) memory[name] = await memoryOf(sql, full);
+  console.log(`  peak memory of a fresh backend, one process: (a) ${memory.floor.toFixed(1)} MB, (b) ${memory.flux.toFixed(1)} MB, (c) ${memory.plain.toFixed(1)} MB`);
 
   console.log('\n  scaling of (b) with the range (ms, and ms per day):');
   for (const d of [1, 2, 4, 8, 15, 30].filter((d) => d <= days)) {
     const r = range(d);
     const samples = [];
-    for (let i = 0; i < Math.max(3, reps); i++) samples.push((await timed(client, pid, queries.flux, r))[0]);
+    for (let i = 0; i < Math.max(3, reps); i++) samples.push(await timed(client, queries.flux, r));
     const ms = median(samples);
     console.log(`    ${String(d).padStart(2)} days  ${ms.toFixed(0).padStart(6)} ms  ${(ms / d).toFixed(1).padStart(6)} ms/day`);
   }
