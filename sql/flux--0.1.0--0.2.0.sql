@@ -452,9 +452,9 @@ ALTER TABLE flux_partitions.market_data_default REPLICA IDENTITY FULL;
 -- (sql/tables.sql). Partitions are aligned to their table's interval, counted in UTC from
 -- 2000-01-01: days and hours with date_bin, months from January 2000. Defaults:
 --   readings     1 day   ~86 M rows a day for 10,000 devices at one reading per 10 s, some
---                        10 GB with indexes: a partition's indexes stay in memory while it
---                        is written, retention frees a day at a time, and two years are 730
---                        partitions, which pruning handles in well under a millisecond.
+--                        16 GB with indexes: the index pages being written stay in memory,
+--                        retention frees a day at a time, and two years are 730
+--                        partitions (what that costs a query: README, Benchmarks).
 --   market_data  1 month ~200 rows a day: fewer, larger partitions.
 -- Maintenance runs in steps, each one action in its own transaction when the background
 -- worker runs them (src/maintenance.rs), or all in one when flux.run_maintenance() is called:
