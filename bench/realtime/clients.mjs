@@ -9,6 +9,10 @@ const require = createRequire(workerData.requireFrom);
 const WebSocket = require('ws');
 
 const now = () => performance.timeOrigin + performance.now();
+// The send time travels in target_power, which holds at most ±1e9: milliseconds modulo 1e8
+// (27 hours), unwrapped here.
+const STAMP_MODULUS = 1e8;
+const sinceStamp = (stamp) => (((now() % STAMP_MODULUS) - stamp) % STAMP_MODULUS + STAMP_MODULUS) % STAMP_MODULUS;
 const pending = new Map(); // phase -> latencies not yet reported
 
 function connect({ index, device }) {
@@ -29,7 +33,7 @@ function connect({ index, device }) {
         const record = payload.data.record;
         const phase = record.command_source;
         if (!pending.has(phase)) pending.set(phase, []);
-        pending.get(phase).push(now() - record.target_power);
+        pending.get(phase).push(sinceStamp(record.target_power));
       } else if (event === 'phx_reply' && ref === '1') {
         if (payload.status === 'ok') resolve(ws);
         else reject(new Error(JSON.stringify(payload)));
