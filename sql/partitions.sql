@@ -292,28 +292,39 @@ BEGIN
 END
 $$;
 
--- The replication origin of this database's maintenance. Origins belong to the cluster and one
--- serves one session at a time: one per database, so that databases do not wait for each other.
-CREATE FUNCTION flux_internal.maintenance_origin() RETURNS text
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$ SELECT 'flux_maintenance_' || oid FROM pg_database WHERE datname = current_database() $$;
-
--- Tags this session's changes with the database's maintenance origin (on) or stops (off).
--- Moves in one database take turns for the origin (until commit; waits bounded by lock_timeout).
+-- Tags this session's changes with the replication origin flux_maintenance (on) or stops (off).
+-- The origin is the cluster's and serves one session at a time: maintenance in another
+-- database may hold it for the length of a move, and it is waited for as a lock is, at most
+-- lock_timeout. (One origin per database would fill the cluster's replication state slots,
+-- max_replication_slots, one per database that ever moved rows, dropped databases included.)
 CREATE FUNCTION flux_internal.as_maintenance(active boolean) RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    origin text := flux_internal.maintenance_origin();
+    patience interval := current_setting('lock_timeout')::interval;
+    started timestamptz := clock_timestamp();
 BEGIN
     IF active THEN
-        PERFORM pg_advisory_xact_lock('flux_internal.as_maintenance(boolean)'::regprocedure::oid::int, 0);
-        IF NOT EXISTS (SELECT FROM pg_replication_origin WHERE roname = origin) THEN
-            PERFORM pg_replication_origin_create(origin);
+        IF NOT EXISTS (SELECT FROM pg_replication_origin WHERE roname = 'flux_maintenance') THEN
+            PERFORM pg_replication_origin_create('flux_maintenance');
         END IF;
-        PERFORM pg_replication_origin_session_setup(origin);
+        -- Already this session's (the same error code as another session's).
+        IF pg_replication_origin_session_is_setup() THEN
+            RETURN;
+        END IF;
+        LOOP
+            BEGIN
+                PERFORM pg_replication_origin_session_setup('flux_maintenance');
+                RETURN;
+            EXCEPTION WHEN object_in_use THEN
+                IF patience > interval '0' AND clock_timestamp() - started >= patience THEN
+                    RAISE EXCEPTION 'flux maintenance is moving rows in another session'
+                        USING ERRCODE = '55P03', HINT = 'It holds the replication origin flux_maintenance for the length of one move; try again.';
+                END IF;
+            END;
+            PERFORM pg_sleep(0.01);
+        END LOOP;
     ELSIF pg_replication_origin_session_is_setup() THEN
         PERFORM pg_replication_origin_session_reset();
     END IF;
@@ -528,5 +539,5 @@ REVOKE ALL ON FUNCTION flux_internal.create_partition(regclass, timestamptz, boo
 -- The origin of maintenance's own changes, made now so that the realtime feed filters it from
 -- the first move on. Replication origins belong to the cluster, not to a database or the
 -- extension, and outlive both.
-SELECT pg_replication_origin_create(flux_internal.maintenance_origin())
-WHERE NOT EXISTS (SELECT FROM pg_replication_origin WHERE roname = flux_internal.maintenance_origin());
+SELECT pg_replication_origin_create('flux_maintenance')
+WHERE NOT EXISTS (SELECT FROM pg_replication_origin WHERE roname = 'flux_maintenance');

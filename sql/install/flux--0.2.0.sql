@@ -205,8 +205,28 @@ AS 'MODULE_PATHNAME', 'sign_jwt_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- src/keys.rs:55
+CREATE SCHEMA IF NOT EXISTS flux_internal; /* flux::keys::flux_internal */
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/keys.rs:62
+-- flux::keys::flux_internal::jwt_sign
+-- Skipped due to `#[pgrx(sql = false)]`
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- src/edge.rs:183
 CREATE SCHEMA IF NOT EXISTS flux_internal; /* flux::edge::flux_internal */
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/edge.rs:194
+-- flux::edge::flux_internal::check_request
+CREATE  FUNCTION flux_internal."check_request"() RETURNS TEXT[] /* :: std :: option :: Option < Vec < String > > */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'check_request_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -218,15 +238,6 @@ CREATE  FUNCTION flux_internal."cancel_request"(
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'cancel_request_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/edge.rs:194
--- flux::edge::flux_internal::check_request
-CREATE  FUNCTION flux_internal."check_request"() RETURNS TEXT[] /* :: std :: option :: Option < Vec < String > > */
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'check_request_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -291,13 +302,24 @@ GRANT EXECUTE ON FUNCTION flux.sign_jwt(jsonb, interval) TO service_role;
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/keys.rs:55
-CREATE SCHEMA IF NOT EXISTS flux_internal; /* flux::keys::flux_internal */
+-- src/energy.rs:712
+CREATE SCHEMA IF NOT EXISTS flux_internal; /* flux::energy::flux_internal */
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/keys.rs:62
--- flux::keys::flux_internal::jwt_sign
+-- src/energy.rs:720
+-- flux::energy::flux_internal::energy_metadata_error
+CREATE  FUNCTION flux_internal."energy_metadata_error"(
+	"metadata" TEXT /* Option < & str > */
+) RETURNS TEXT /* Option < String > */
+IMMUTABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'energy_metadata_error_of_text_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/energy.rs:730
+-- flux::energy::flux_internal::energy_metadata_error
 -- Skipped due to `#[pgrx(sql = false)]`
 /* </end connected objects> */
 
@@ -463,70 +485,6 @@ SELECT pg_catalog.pg_extension_config_dump('flux_partitions.market_data_default'
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:49
--- requires:
---   tables
-
--- Realtime: changes of the flux tables reach subscribers through the publication
--- `supabase_realtime`, the one Supabase's realtime server and Flux's own read. It is created when
--- absent; an existing one (a Supabase project's) is extended, never dropped or replaced.
-DO $publication$
-DECLARE
-    flux_table regclass;
-BEGIN
-    IF NOT EXISTS (SELECT FROM pg_publication WHERE pubname = 'supabase_realtime') THEN
-        CREATE PUBLICATION supabase_realtime;
-    END IF;
-    IF (SELECT puballtables FROM pg_publication WHERE pubname = 'supabase_realtime') THEN
-        RETURN;  -- FOR ALL TABLES already covers ours
-    END IF;
-    FOREACH flux_table IN ARRAY ARRAY['flux.mg_device_registry', 'flux.mg_bess_readings',
-                                      'flux.mg_meter_readings', 'flux.market_data']::regclass[]
-    LOOP
-        IF NOT EXISTS (SELECT FROM pg_publication_rel pr
-                       JOIN pg_publication p ON p.oid = pr.prpubid
-                       WHERE p.pubname = 'supabase_realtime' AND pr.prrelid = flux_table) THEN
-            EXECUTE format('ALTER PUBLICATION supabase_realtime ADD TABLE %s', flux_table);
-        END IF;
-    END LOOP;
-END
-$publication$;
-
--- UPDATE and DELETE events carry the old row. Inserts, the bulk of telemetry, are unaffected.
-ALTER TABLE flux.mg_device_registry REPLICA IDENTITY FULL;
-ALTER TABLE flux.mg_bess_readings REPLICA IDENTITY FULL;
-ALTER TABLE flux.mg_meter_readings REPLICA IDENTITY FULL;
-ALTER TABLE flux.market_data REPLICA IDENTITY FULL;
--- Changes are logged per partition, so each partition carries the setting as well
--- (maintenance sets it on those it creates).
-ALTER TABLE flux_partitions.mg_bess_readings_default REPLICA IDENTITY FULL;
-ALTER TABLE flux_partitions.mg_meter_readings_default REPLICA IDENTITY FULL;
-ALTER TABLE flux_partitions.market_data_default REPLICA IDENTITY FULL;
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/energy.rs:712
-CREATE SCHEMA IF NOT EXISTS flux_internal; /* flux::energy::flux_internal */
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/energy.rs:730
--- flux::energy::flux_internal::energy_metadata_error
--- Skipped due to `#[pgrx(sql = false)]`
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/energy.rs:720
--- flux::energy::flux_internal::energy_metadata_error
-CREATE  FUNCTION flux_internal."energy_metadata_error"(
-	"metadata" TEXT /* Option < & str > */
-) RETURNS TEXT /* Option < String > */
-IMMUTABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'energy_metadata_error_of_text_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
 -- src/lib.rs:26
 -- requires:
 --   tables
@@ -654,6 +612,48 @@ $$;
 REVOKE ALL ON FUNCTION flux_internal.disable_row_reference_checks() FROM PUBLIC;
 
 SELECT count(*) FROM flux_internal.disable_row_reference_checks();
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/lib.rs:49
+-- requires:
+--   tables
+
+-- Realtime: changes of the flux tables reach subscribers through the publication
+-- `supabase_realtime`, the one Supabase's realtime server and Flux's own read. It is created when
+-- absent; an existing one (a Supabase project's) is extended, never dropped or replaced.
+DO $publication$
+DECLARE
+    flux_table regclass;
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_publication WHERE pubname = 'supabase_realtime') THEN
+        CREATE PUBLICATION supabase_realtime;
+    END IF;
+    IF (SELECT puballtables FROM pg_publication WHERE pubname = 'supabase_realtime') THEN
+        RETURN;  -- FOR ALL TABLES already covers ours
+    END IF;
+    FOREACH flux_table IN ARRAY ARRAY['flux.mg_device_registry', 'flux.mg_bess_readings',
+                                      'flux.mg_meter_readings', 'flux.market_data']::regclass[]
+    LOOP
+        IF NOT EXISTS (SELECT FROM pg_publication_rel pr
+                       JOIN pg_publication p ON p.oid = pr.prpubid
+                       WHERE p.pubname = 'supabase_realtime' AND pr.prrelid = flux_table) THEN
+            EXECUTE format('ALTER PUBLICATION supabase_realtime ADD TABLE %s', flux_table);
+        END IF;
+    END LOOP;
+END
+$publication$;
+
+-- UPDATE and DELETE events carry the old row. Inserts, the bulk of telemetry, are unaffected.
+ALTER TABLE flux.mg_device_registry REPLICA IDENTITY FULL;
+ALTER TABLE flux.mg_bess_readings REPLICA IDENTITY FULL;
+ALTER TABLE flux.mg_meter_readings REPLICA IDENTITY FULL;
+ALTER TABLE flux.market_data REPLICA IDENTITY FULL;
+-- Changes are logged per partition, so each partition carries the setting as well
+-- (maintenance sets it on those it creates).
+ALTER TABLE flux_partitions.mg_bess_readings_default REPLICA IDENTITY FULL;
+ALTER TABLE flux_partitions.mg_meter_readings_default REPLICA IDENTITY FULL;
+ALTER TABLE flux_partitions.market_data_default REPLICA IDENTITY FULL;
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -1058,28 +1058,39 @@ BEGIN
 END
 $$;
 
--- The replication origin of this database's maintenance. Origins belong to the cluster and one
--- serves one session at a time: one per database, so that databases do not wait for each other.
-CREATE FUNCTION flux_internal.maintenance_origin() RETURNS text
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$ SELECT 'flux_maintenance_' || oid FROM pg_database WHERE datname = current_database() $$;
-
--- Tags this session's changes with the database's maintenance origin (on) or stops (off).
--- Moves in one database take turns for the origin (until commit; waits bounded by lock_timeout).
+-- Tags this session's changes with the replication origin flux_maintenance (on) or stops (off).
+-- The origin is the cluster's and serves one session at a time: maintenance in another
+-- database may hold it for the length of a move, and it is waited for as a lock is, at most
+-- lock_timeout. (One origin per database would fill the cluster's replication state slots,
+-- max_replication_slots, one per database that ever moved rows, dropped databases included.)
 CREATE FUNCTION flux_internal.as_maintenance(active boolean) RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    origin text := flux_internal.maintenance_origin();
+    patience interval := current_setting('lock_timeout')::interval;
+    started timestamptz := clock_timestamp();
 BEGIN
     IF active THEN
-        PERFORM pg_advisory_xact_lock('flux_internal.as_maintenance(boolean)'::regprocedure::oid::int, 0);
-        IF NOT EXISTS (SELECT FROM pg_replication_origin WHERE roname = origin) THEN
-            PERFORM pg_replication_origin_create(origin);
+        IF NOT EXISTS (SELECT FROM pg_replication_origin WHERE roname = 'flux_maintenance') THEN
+            PERFORM pg_replication_origin_create('flux_maintenance');
         END IF;
-        PERFORM pg_replication_origin_session_setup(origin);
+        -- Already this session's (the same error code as another session's).
+        IF pg_replication_origin_session_is_setup() THEN
+            RETURN;
+        END IF;
+        LOOP
+            BEGIN
+                PERFORM pg_replication_origin_session_setup('flux_maintenance');
+                RETURN;
+            EXCEPTION WHEN object_in_use THEN
+                IF patience > interval '0' AND clock_timestamp() - started >= patience THEN
+                    RAISE EXCEPTION 'flux maintenance is moving rows in another session'
+                        USING ERRCODE = '55P03', HINT = 'It holds the replication origin flux_maintenance for the length of one move; try again.';
+                END IF;
+            END;
+            PERFORM pg_sleep(0.01);
+        END LOOP;
     ELSIF pg_replication_origin_session_is_setup() THEN
         PERFORM pg_replication_origin_session_reset();
     END IF;
@@ -1294,7 +1305,7 @@ REVOKE ALL ON FUNCTION flux_internal.create_partition(regclass, timestamptz, boo
 -- The origin of maintenance's own changes, made now so that the realtime feed filters it from
 -- the first move on. Replication origins belong to the cluster, not to a database or the
 -- extension, and outlive both.
-SELECT pg_replication_origin_create(flux_internal.maintenance_origin())
-WHERE NOT EXISTS (SELECT FROM pg_replication_origin WHERE roname = flux_internal.maintenance_origin());
+SELECT pg_replication_origin_create('flux_maintenance')
+WHERE NOT EXISTS (SELECT FROM pg_replication_origin WHERE roname = 'flux_maintenance');
 /* </end connected objects> */
 

@@ -163,6 +163,27 @@ test('the maintenance worker moves rows without being asked, past a table it can
   }
 });
 
+test('moves take turns for the cluster-wide replication origin, waiting at most the lock timeout', async () => {
+  const meter = await registerDevice();
+  const time = `${2300 + Math.floor(Math.random() * 500)}-05-06T07:08:09Z`;
+  assert.equal((await service('/mg_meter_readings', { method: 'POST', body: { device_id: meter.id, time, energy_imported_active: 1 } })).status, 201);
+  // Another session (maintenance of another database, say) holds the origin.
+  const holder = await connect();
+  try {
+    await holder.query('SELECT flux_internal.as_maintenance(true)');
+    const started = Date.now();
+    await assert.rejects(maintain('300ms'), (e) => e.code === '55P03');
+    const waited = Date.now() - started;
+    assert.ok(waited >= 250 && waited < 5_000, `gave up after ${waited} ms`);
+    assert.equal(await partitionOf('mg_meter_readings', meter.id, time), 'flux_partitions.mg_meter_readings_default');
+    await holder.query('SELECT flux_internal.as_maintenance(false)');
+    assert.ok((await maintain()).some((a) => a.action === 'moved'));
+    assert.notEqual(await partitionOf('mg_meter_readings', meter.id, time), 'flux_partitions.mg_meter_readings_default');
+  } finally {
+    await holder.end();
+  }
+});
+
 test('retention drops whole partitions past the horizon; meter readings stay until their energy is kept', async () => {
   const [bess, meter] = await Promise.all([registerDevice({ type: 'bess' }), registerDevice()]);
   await sql(`SELECT * FROM flux.create_partitions('flux.mg_bess_readings', '2001-01-01', '2001-01-04')`);

@@ -103,8 +103,9 @@ async fn stream(
     state.feed_up.store(true, Ordering::SeqCst);
 
     // With no table to follow, wal2json would follow all of them: filter everything instead.
-    // Rows that flux maintenance moves between partitions carry its replication origin (one per
-    // database, flux_maintenance_<oid>): they change place, not content, and are left out.
+    // Rows that flux maintenance moves between partitions carry its replication origin
+    // (flux_maintenance): they change place, not content, and are left out. Without it yet
+    // (an older extension), the option is left out rather than given NULL.
     let poll = client
         .prepare(
             "SELECT data FROM pg_logical_slot_get_changes($1, NULL, $2, VARIADIC ARRAY[
@@ -112,7 +113,7 @@ async fn stream(
                 'include-type-oids', '1', 'include-transaction', '0',
                 'add-tables', $3, 'filter-tables', CASE WHEN $3 = '' THEN '*.*' ELSE '' END]
                 || coalesce((SELECT ARRAY['filter-origins', string_agg(roident::text, ',')]
-                             FROM pg_replication_origin WHERE roname LIKE 'flux\\_maintenance\\_%'
+                             FROM pg_replication_origin WHERE roname = 'flux_maintenance'
                              HAVING count(*) > 0), '{}'))",
         )
         .await
