@@ -642,10 +642,12 @@ COMMENT ON FUNCTION flux.set_retention(regclass, interval) IS
 -- Creates and attaches the partition that holds `t`: aligned to the table's interval and
 -- clipped to its neighbours. With `widen_sparse`, where the default partition has few rows
 -- near `t` (a stray more than 31 intervals in the past), the partition spans the calendar
--- year instead, so that scattered back-fills cannot make thousands of partitions. (Never
--- within 31 intervals of now: live data would land in it, and retention could not free it.) Moves the default partition's
--- rows of that range into it first, or copies those of `source` (the upgrade from 0.1.0 fills
--- partitions from the old tables so). Returns the new partition and the rows moved.
+-- year instead, so that scattered back-fills cannot make thousands of partitions (never
+-- within 31 intervals of now: live data would land in it, and retention could not free it).
+-- Moves the default partition's rows of that range into it first, or copies those of
+-- `source` (the upgrade from 0.1.0 fills partitions from the old tables so). Returns the new
+-- partition (NULL when one already held `t`), the rows moved, and the bounds of the partition
+-- that holds `t`, new or not.
 --
 -- Writes to the table wait meanwhile (SHARE ROW EXCLUSIVE; reads go on): an insert bound for
 -- the default partition that had been routed before the new partition was attached would
@@ -654,7 +656,8 @@ COMMENT ON FUNCTION flux.set_retention(regclass, interval) IS
 -- which flux.create_partitions ahead of a back-fill avoids.
 CREATE FUNCTION flux_internal.create_partition(parent regclass, t timestamptz, widen_sparse boolean,
                                                source regclass DEFAULT NULL,
-                                               OUT partition regclass, OUT moved bigint)
+                                               OUT partition regclass, OUT moved bigint,
+                                               OUT range_lower timestamptz, OUT range_upper timestamptz)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 SET TimeZone = 'UTC'
@@ -663,17 +666,22 @@ AS $$
 DECLARE
     step interval := (flux_internal.partition_settings(parent)).partition_interval;
     default_part regclass;
-    range_lower timestamptz := flux_internal.partition_start(t, step);
-    range_upper timestamptz;
     name text;
     columns text;
     sparse boolean;
 BEGIN
-    range_upper := range_lower + step;
-    SELECT p.partition INTO default_part FROM flux_internal.time_partitions(parent) p WHERE p.is_default;
-    IF EXISTS (SELECT FROM flux_internal.time_partitions(parent) p WHERE t >= p.lower AND t < p.upper) THEN
+    -- One read of the catalog each, before the locks and after: a table has hundreds of
+    -- partitions, and premaking calls this for partitions that mostly exist.
+    SELECT (array_agg(p.partition) FILTER (WHERE p.is_default))[1],
+           min(p.lower) FILTER (WHERE t >= p.lower AND t < p.upper),
+           min(p.upper) FILTER (WHERE t >= p.lower AND t < p.upper)
+    INTO default_part, range_lower, range_upper
+    FROM flux_internal.time_partitions(parent) p;
+    IF range_upper IS NOT NULL THEN
         RETURN;
     END IF;
+    range_lower := flux_internal.partition_start(t, step);
+    range_upper := range_lower + step;
     -- ATTACH locks the registry its foreign key references; taken first, and in the order of
     -- a registry update that cascades to the readings, so neither waits for the other in turn.
     IF parent <> 'flux.market_data'::regclass THEN
@@ -694,10 +702,10 @@ BEGIN
                                  greatest(range_upper, flux_internal.partition_start(now() - 31 * step, step)));
         END IF;
     END IF;
-    SELECT greatest(range_lower, max(p.upper)) INTO range_lower
-    FROM flux_internal.time_partitions(parent) p WHERE NOT p.is_default AND p.upper <= t;
-    SELECT least(range_upper, min(p.lower)) INTO range_upper
-    FROM flux_internal.time_partitions(parent) p WHERE NOT p.is_default AND p.lower > t;
+    SELECT greatest(range_lower, max(p.upper) FILTER (WHERE p.upper <= t)),
+           least(range_upper, min(p.lower) FILTER (WHERE p.lower > t))
+    INTO range_lower, range_upper
+    FROM flux_internal.time_partitions(parent) p WHERE NOT p.is_default;
 
     name := (SELECT c.relname FROM pg_class c WHERE c.oid = parent) || '_p'
             || to_char(range_lower, CASE WHEN range_lower = date_trunc('day', range_lower) THEN 'YYYYMMDD' ELSE 'YYYYMMDD_HH24MISS' END);
@@ -813,11 +821,13 @@ BEGIN
     WHILE t < to_time LOOP
         made := flux_internal.create_partition(tbl, t, false);
         IF made.partition IS NOT NULL THEN
-            SELECT made.partition::text, p.lower, p.upper, made.moved INTO partition_name, lower, upper, moved_rows
-            FROM flux_internal.time_partitions(tbl) p WHERE p.partition = made.partition;
+            partition_name := made.partition::text;
+            lower := made.range_lower;
+            upper := made.range_upper;
+            moved_rows := made.moved;
             RETURN NEXT;
         END IF;
-        SELECT p.upper INTO t FROM flux_internal.time_partitions(tbl) p WHERE t >= p.lower AND t < p.upper;
+        t := made.range_upper;
     END LOOP;
 END
 $$;
@@ -856,12 +866,11 @@ BEGIN
         IF made.partition IS NOT NULL THEN
             action := 'created';
             partition_name := made.partition::text;
-            SELECT format('%s to %s', p.lower, p.upper) INTO detail
-            FROM flux_internal.time_partitions(parent) p WHERE p.partition = made.partition;
+            detail := format('%s to %s', made.range_lower, made.range_upper);
             RETURN NEXT;
             RETURN;
         END IF;
-        SELECT p.upper INTO t FROM flux_internal.time_partitions(parent) p WHERE t >= p.lower AND t < p.upper;
+        t := made.range_upper;
         EXIT WHEN NOT isfinite(t);
     END LOOP;
 
@@ -887,12 +896,12 @@ BEGIN
     -- the table's interval, at most 366 of them beyond those made ahead: past that (clocks set
     -- at random), they stay in the default partition, stored and readable, until their
     -- partitions are made ahead in their turn.
-    SELECT p.partition INTO default_part FROM flux_internal.time_partitions(parent) p WHERE p.is_default;
+    far_future := now() + (settings.premake + 1) * settings.partition_interval;
+    SELECT (array_agg(p.partition) FILTER (WHERE p.is_default))[1],
+           CASE WHEN count(*) FILTER (WHERE p.lower >= far_future) < 366 THEN 'infinity' ELSE far_future END
+    INTO default_part, far_future
+    FROM flux_internal.time_partitions(parent) p;
     IF default_part IS NOT NULL THEN
-        far_future := now() + (settings.premake + 1) * settings.partition_interval;
-        IF (SELECT count(*) FROM flux_internal.time_partitions(parent) p WHERE p.lower >= far_future) < 366 THEN
-            far_future := 'infinity';
-        END IF;
         EXECUTE format('SELECT min(time) FROM %s WHERE time < $1', default_part) INTO oldest USING far_future;
         IF oldest IS NOT NULL THEN
             made := flux_internal.create_partition(parent, oldest, true);
@@ -931,10 +940,11 @@ BEGIN
 END
 $$;
 
--- The background worker's step, which it commits. A table whose step fails (a lock not granted
--- in time, a partition someone's view depends on) is logged and passed over, so that the
--- others are still maintained; the next round tries it again.
-CREATE FUNCTION flux_internal.maintenance_worker_step()
+-- The background worker's step, which it commits, on the tables not in `skip`. A table whose
+-- step fails (a lock not granted in time, a partition someone's view depends on) is reported
+-- as 'failed' with the error; the worker then skips it for the rest of the round, so that the
+-- others are still maintained and the failure is not retried at every step.
+CREATE FUNCTION flux_internal.maintenance_worker_step(skip regclass[])
 RETURNS TABLE (table_name regclass, action text, partition_name text, detail text)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -942,14 +952,18 @@ AS $$
 DECLARE
     parent regclass;
 BEGIN
-    FOR parent IN SELECT flux_internal.partitioned_tables() LOOP
+    FOR parent IN SELECT t FROM flux_internal.partitioned_tables() t WHERE t <> ALL (skip) LOOP
         BEGIN
             RETURN QUERY SELECT * FROM flux_internal.maintenance_step(parent);
             IF FOUND THEN
                 RETURN;
             END IF;
         EXCEPTION WHEN OTHERS THEN
-            RAISE WARNING 'flux maintenance of %: % (SQLSTATE %)', parent, SQLERRM, SQLSTATE;
+            table_name := parent;
+            action := 'failed';
+            detail := format('%s (SQLSTATE %s)', SQLERRM, SQLSTATE);
+            RETURN NEXT;
+            RETURN;
         END;
     END LOOP;
 END
@@ -977,12 +991,12 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION flux.run_maintenance() IS
-    'One round of partition maintenance by hand, in this transaction: moves rows out of the default partitions, creates partitions ahead of time, drops partitions past the retention horizon. Returns what it did. The background worker runs the same steps every flux.maintenance_interval.';
+    'One round of partition maintenance by hand, in this transaction: creates partitions ahead of time, drops partitions past the retention horizon, moves rows out of the default partitions, and turns off the per-row reference checks of partitions attached by hand. Returns what it did. The background worker runs the same steps every flux.maintenance_interval.';
 
 REVOKE ALL ON FUNCTION flux.set_partition_interval(regclass, interval), flux.set_retention(regclass, interval),
     flux.run_maintenance(), flux.create_partitions(regclass, timestamptz, timestamptz) FROM PUBLIC;
 REVOKE ALL ON FUNCTION flux_internal.create_partition(regclass, timestamptz, boolean, regclass), flux_internal.as_maintenance(boolean),
-    flux_internal.maintenance_step(regclass), flux_internal.maintenance_step(), flux_internal.maintenance_worker_step() FROM PUBLIC;
+    flux_internal.maintenance_step(regclass), flux_internal.maintenance_step(), flux_internal.maintenance_worker_step(regclass[]) FROM PUBLIC;
 
 -- The origin of maintenance's own changes, made now so that the realtime feed filters it from
 -- the first move on. Replication origins belong to the cluster, not to a database or the
@@ -990,11 +1004,8 @@ REVOKE ALL ON FUNCTION flux_internal.create_partition(regclass, timestamptz, boo
 SELECT pg_replication_origin_create('flux_maintenance')
 WHERE NOT EXISTS (SELECT FROM pg_replication_origin WHERE roname = 'flux_maintenance');
 
--- The 0.1.0 rows, partition by partition. Partition bounds are read back as text
--- (flux_internal.time_partitions), exactly only in ISO date style; the extension script's
--- settings end with it.
-SET LOCAL DateStyle = 'ISO';
-SET LOCAL TimeZone = 'UTC';
+-- The 0.1.0 rows, partition by partition (create_partition reads partition bounds in its own
+-- date style and time zone, whatever the session's).
 DO $convert$
 DECLARE
     conversion record;
@@ -1010,9 +1021,7 @@ BEGIN
     LOOP
         EXECUTE format('SELECT min(time) FROM %s', conversion.column2) INTO t;
         WHILE t IS NOT NULL LOOP
-            PERFORM flux_internal.create_partition(conversion.column1, t, true, conversion.column2);
-            SELECT p.upper INTO upper_bound
-            FROM flux_internal.time_partitions(conversion.column1) p WHERE t >= p.lower AND t < p.upper;
+            upper_bound := (flux_internal.create_partition(conversion.column1, t, true, conversion.column2)).range_upper;
             EXECUTE format('SELECT min(time) FROM %s WHERE time >= $1', conversion.column2) INTO t USING upper_bound;
         END LOOP;
         -- Every row arrived, or nothing changes: the old table is dropped below.

@@ -4,7 +4,7 @@
 //! short-lived worker per database. That worker runs `flux_internal.maintenance_worker_step()`
 //! (sql/partitions.sql) until it has nothing left to do, committing after every step, so that
 //! no lock a step takes outlives the step. A table whose step fails (a lock not granted within
-//! `flux.maintenance_lock_timeout`) is logged and passed over until the next round. Databases
+//! `flux.maintenance_lock_timeout`) is logged and skipped for the rest of the round. Databases
 //! without the extension are left alone.
 //!
 //! Both run as the bootstrap superuser, so their sessions search `pg_catalog` only: a database's
@@ -144,39 +144,65 @@ pub extern "C-unwind" fn flux_maintenance_worker(_arg: pg_sys::Datum) {
     BackgroundWorker::transaction(trusted_search_path);
     let installed = BackgroundWorker::transaction(|| {
         Spi::get_one::<bool>(
-            "SELECT pg_catalog.to_regprocedure('flux_internal.maintenance_worker_step()') IS NOT NULL",
+            "SELECT pg_catalog.to_regprocedure('flux_internal.maintenance_worker_step(regclass[])') IS NOT NULL",
         )
     });
     if installed != Ok(Some(true)) {
         return;
     }
+    // Tables whose step failed this round.
+    let mut skip: Vec<String> = Vec::new();
     for _ in 0..MAX_STEPS_PER_ROUND {
         if BackgroundWorker::sigterm_received() {
             return;
         }
-        let actions = BackgroundWorker::transaction(step);
+        let actions = BackgroundWorker::transaction(|| step(&skip));
         if actions.is_empty() {
             return;
         }
-        for action in actions {
-            pgrx::log!("flux maintenance: {action}");
+        for Action {
+            table,
+            failed,
+            line,
+        } in actions
+        {
+            if failed {
+                pgrx::warning!("flux maintenance: {line}");
+                skip.push(table);
+            } else {
+                pgrx::log!("flux maintenance: {line}");
+            }
         }
     }
 }
 
-/// One step, in the caller's transaction; what it did, one line per action.
-fn step() -> Vec<String> {
+/// One action of a step: its table, whether it is a failure, and its log line.
+struct Action {
+    table: String,
+    failed: bool,
+    line: String,
+}
+
+/// One step on the tables not in `skip`, in the caller's transaction.
+fn step(skip: &[String]) -> Vec<Action> {
     Spi::connect(|client| {
         client
             .select(
-                "SELECT pg_catalog.concat_ws(' ', action, partition_name, '(' OPERATOR(pg_catalog.||) table_name::text OPERATOR(pg_catalog.||) ')', detail)
-                 FROM flux_internal.maintenance_worker_step()",
+                "SELECT table_name::text, action = 'failed',
+                        pg_catalog.concat_ws(' ', action, partition_name, '(' OPERATOR(pg_catalog.||) table_name::text OPERATOR(pg_catalog.||) ')', detail)
+                 FROM flux_internal.maintenance_worker_step($1::pg_catalog.regclass[])",
                 None,
-                &[],
+                &[skip.to_vec().into()],
             )
             .map(|rows| {
-                rows.filter_map(|row| row.get::<String>(1).ok().flatten())
-                    .collect()
+                rows.filter_map(|row| {
+                    Some(Action {
+                        table: row.get::<String>(1).ok()??,
+                        failed: row.get::<bool>(2).ok()??,
+                        line: row.get::<String>(3).ok()??,
+                    })
+                })
+                .collect()
             })
             .unwrap_or_else(|e| pgrx::error!("flux maintenance: {e}"))
     })

@@ -205,28 +205,30 @@ AS 'MODULE_PATHNAME', 'sign_jwt_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/keys.rs:55
-CREATE SCHEMA IF NOT EXISTS flux_internal; /* flux::keys::flux_internal */
+-- src/energy.rs:712
+CREATE SCHEMA IF NOT EXISTS flux_internal; /* flux::energy::flux_internal */
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/keys.rs:62
--- flux::keys::flux_internal::jwt_sign
+-- src/energy.rs:720
+-- flux::energy::flux_internal::energy_metadata_error
+CREATE  FUNCTION flux_internal."energy_metadata_error"(
+	"metadata" TEXT /* Option < & str > */
+) RETURNS TEXT /* Option < String > */
+IMMUTABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'energy_metadata_error_of_text_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/energy.rs:730
+-- flux::energy::flux_internal::energy_metadata_error
 -- Skipped due to `#[pgrx(sql = false)]`
 /* </end connected objects> */
 
 /* <begin connected objects> */
 -- src/edge.rs:183
 CREATE SCHEMA IF NOT EXISTS flux_internal; /* flux::edge::flux_internal */
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/edge.rs:194
--- flux::edge::flux_internal::check_request
-CREATE  FUNCTION flux_internal."check_request"() RETURNS TEXT[] /* :: std :: option :: Option < Vec < String > > */
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'check_request_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -238,6 +240,15 @@ CREATE  FUNCTION flux_internal."cancel_request"(
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'cancel_request_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/edge.rs:194
+-- flux::edge::flux_internal::check_request
+CREATE  FUNCTION flux_internal."check_request"() RETURNS TEXT[] /* :: std :: option :: Option < Vec < String > > */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'check_request_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -302,24 +313,13 @@ GRANT EXECUTE ON FUNCTION flux.sign_jwt(jsonb, interval) TO service_role;
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/energy.rs:712
-CREATE SCHEMA IF NOT EXISTS flux_internal; /* flux::energy::flux_internal */
+-- src/keys.rs:55
+CREATE SCHEMA IF NOT EXISTS flux_internal; /* flux::keys::flux_internal */
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/energy.rs:720
--- flux::energy::flux_internal::energy_metadata_error
-CREATE  FUNCTION flux_internal."energy_metadata_error"(
-	"metadata" TEXT /* Option < & str > */
-) RETURNS TEXT /* Option < String > */
-IMMUTABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'energy_metadata_error_of_text_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/energy.rs:730
--- flux::energy::flux_internal::energy_metadata_error
+-- src/keys.rs:62
+-- flux::keys::flux_internal::jwt_sign
 -- Skipped due to `#[pgrx(sql = false)]`
 /* </end connected objects> */
 
@@ -513,6 +513,107 @@ CREATE TRIGGER check_metadata
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- src/lib.rs:44
+-- requires:
+--   tables
+--   registry
+
+-- Who may do what. Objects created by CREATE EXTENSION belong to the installing role, so the API
+-- roles get explicit grants here; default privileges would not cover them.
+--
+--   anon           read every table
+--   authenticated  read every table; insert readings for devices at the sites listed in the
+--                  `sites` claim of its JWT (an array of site codes, or one code)
+--   service_role   read and write every table (BYPASSRLS)
+--
+-- Row-level security is on for every table, so a role only ever sees or writes rows a policy
+-- grants it. A refused write is a 401 (anon) or 403 (authenticated) and stores nothing.
+
+GRANT USAGE ON SCHEMA flux TO anon, authenticated, service_role;
+
+GRANT SELECT ON flux.mg_device_registry, flux.mg_bess_readings, flux.mg_meter_readings,
+    flux.market_data TO anon, authenticated;
+-- The measured columns only: `id` and `created_at` are the database's to set.
+GRANT INSERT (time, device_id, soe, target_power, available_inverter_blocks, command_source)
+    ON flux.mg_bess_readings TO authenticated;
+GRANT INSERT (time, device_id, power_total_active, energy_imported_active, energy_exported_active,
+              voltage_line_average, current_phase_average)
+    ON flux.mg_meter_readings TO authenticated;
+GRANT SELECT, INSERT, UPDATE, DELETE ON flux.mg_device_registry, flux.mg_bess_readings,
+    flux.mg_meter_readings, flux.market_data TO service_role;
+
+ALTER TABLE flux.mg_device_registry ENABLE ROW LEVEL SECURITY;
+ALTER TABLE flux.mg_bess_readings ENABLE ROW LEVEL SECURITY;
+ALTER TABLE flux.mg_meter_readings ENABLE ROW LEVEL SECURITY;
+ALTER TABLE flux.market_data ENABLE ROW LEVEL SECURITY;
+
+CREATE POLICY read_all ON flux.mg_device_registry FOR SELECT TO anon, authenticated USING (true);
+CREATE POLICY read_all ON flux.mg_bess_readings FOR SELECT TO anon, authenticated USING (true);
+CREATE POLICY read_all ON flux.mg_meter_readings FOR SELECT TO anon, authenticated USING (true);
+CREATE POLICY read_all ON flux.market_data FOR SELECT TO anon, authenticated USING (true);
+
+-- service_role is created BYPASSRLS, but a database may already have one without it.
+CREATE POLICY service_all ON flux.mg_device_registry TO service_role USING (true) WITH CHECK (true);
+CREATE POLICY service_all ON flux.mg_bess_readings TO service_role USING (true) WITH CHECK (true);
+CREATE POLICY service_all ON flux.mg_meter_readings TO service_role USING (true) WITH CHECK (true);
+CREATE POLICY service_all ON flux.market_data TO service_role USING (true) WITH CHECK (true);
+
+-- The site codes of the request's JWT claims (PostgREST's request.jwt.claims).
+CREATE FUNCTION flux_internal.claimed_sites() RETURNS text[]
+LANGUAGE sql STABLE
+AS $$
+    SELECT CASE jsonb_typeof(claims -> 'sites')
+               WHEN 'array' THEN ARRAY(SELECT jsonb_array_elements_text(claims -> 'sites'))
+               WHEN 'string' THEN ARRAY[claims ->> 'sites']
+               ELSE '{}'::text[]
+           END
+    FROM (SELECT coalesce(nullif(current_setting('request.jwt.claims', true), ''), '{}')::jsonb) AS c(claims)
+$$;
+
+-- `(SELECT claimed_sites())` is an initplan and the uncorrelated IN a hashed subplan: the
+-- claims and the devices at the claimed sites are read once per statement, and each inserted
+-- row costs one hash lookup rather than an index probe.
+CREATE POLICY insert_at_claimed_sites ON flux.mg_bess_readings FOR INSERT TO authenticated
+    WITH CHECK (device_id IN (SELECT d.id FROM flux.mg_device_registry d
+                              WHERE d.site = ANY ((SELECT flux_internal.claimed_sites())::text[])));
+CREATE POLICY insert_at_claimed_sites ON flux.mg_meter_readings FOR INSERT TO authenticated
+    WITH CHECK (device_id IN (SELECT d.id FROM flux.mg_device_registry d
+                              WHERE d.site = ANY ((SELECT flux_internal.claimed_sites())::text[])));
+
+-- A partition answers to its table's policies, but PostgreSQL checks a few things on the
+-- partition itself: the key of a duplicate is reported (23505 details) only to a role that
+-- may read the partition and is not subject to its row-level security. So each partition
+-- carries its table's privileges and has row-level security on, like its table; the roles
+-- still cannot reach it directly, as they have no access to the flux_partitions schema.
+CREATE FUNCTION flux_internal.mirror_table_security(partition regclass) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog
+AS $$
+DECLARE
+    grant_sql text;
+BEGIN
+    EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', partition);
+    FOR grant_sql IN
+        SELECT format('GRANT %s ON %s TO %s', acl.privilege_type, partition,
+                      CASE WHEN acl.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(r.rolname) END)
+        FROM pg_inherits i
+        JOIN pg_class parent ON parent.oid = i.inhparent
+        CROSS JOIN LATERAL aclexplode(parent.relacl) acl
+        LEFT JOIN pg_roles r ON r.oid = acl.grantee
+        WHERE i.inhrelid = partition AND acl.grantee <> parent.relowner
+    LOOP
+        EXECUTE grant_sql;
+    END LOOP;
+END
+$$;
+REVOKE ALL ON FUNCTION flux_internal.mirror_table_security(regclass) FROM PUBLIC;
+
+SELECT flux_internal.mirror_table_security(p)
+FROM unnest(ARRAY['flux_partitions.mg_bess_readings_default', 'flux_partitions.mg_meter_readings_default',
+                  'flux_partitions.market_data_default']::regclass[]) AS p;
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- src/lib.rs:34
 -- requires:
 --   tables
@@ -612,149 +713,6 @@ $$;
 REVOKE ALL ON FUNCTION flux_internal.disable_row_reference_checks() FROM PUBLIC;
 
 SELECT count(*) FROM flux_internal.disable_row_reference_checks();
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/lib.rs:49
--- requires:
---   tables
-
--- Realtime: changes of the flux tables reach subscribers through the publication
--- `supabase_realtime`, the one Supabase's realtime server and Flux's own read. It is created when
--- absent; an existing one (a Supabase project's) is extended, never dropped or replaced.
-DO $publication$
-DECLARE
-    flux_table regclass;
-BEGIN
-    IF NOT EXISTS (SELECT FROM pg_publication WHERE pubname = 'supabase_realtime') THEN
-        CREATE PUBLICATION supabase_realtime;
-    END IF;
-    IF (SELECT puballtables FROM pg_publication WHERE pubname = 'supabase_realtime') THEN
-        RETURN;  -- FOR ALL TABLES already covers ours
-    END IF;
-    FOREACH flux_table IN ARRAY ARRAY['flux.mg_device_registry', 'flux.mg_bess_readings',
-                                      'flux.mg_meter_readings', 'flux.market_data']::regclass[]
-    LOOP
-        IF NOT EXISTS (SELECT FROM pg_publication_rel pr
-                       JOIN pg_publication p ON p.oid = pr.prpubid
-                       WHERE p.pubname = 'supabase_realtime' AND pr.prrelid = flux_table) THEN
-            EXECUTE format('ALTER PUBLICATION supabase_realtime ADD TABLE %s', flux_table);
-        END IF;
-    END LOOP;
-END
-$publication$;
-
--- UPDATE and DELETE events carry the old row. Inserts, the bulk of telemetry, are unaffected.
-ALTER TABLE flux.mg_device_registry REPLICA IDENTITY FULL;
-ALTER TABLE flux.mg_bess_readings REPLICA IDENTITY FULL;
-ALTER TABLE flux.mg_meter_readings REPLICA IDENTITY FULL;
-ALTER TABLE flux.market_data REPLICA IDENTITY FULL;
--- Changes are logged per partition, so each partition carries the setting as well
--- (maintenance sets it on those it creates).
-ALTER TABLE flux_partitions.mg_bess_readings_default REPLICA IDENTITY FULL;
-ALTER TABLE flux_partitions.mg_meter_readings_default REPLICA IDENTITY FULL;
-ALTER TABLE flux_partitions.market_data_default REPLICA IDENTITY FULL;
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/lib.rs:44
--- requires:
---   tables
---   registry
-
--- Who may do what. Objects created by CREATE EXTENSION belong to the installing role, so the API
--- roles get explicit grants here; default privileges would not cover them.
---
---   anon           read every table
---   authenticated  read every table; insert readings for devices at the sites listed in the
---                  `sites` claim of its JWT (an array of site codes, or one code)
---   service_role   read and write every table (BYPASSRLS)
---
--- Row-level security is on for every table, so a role only ever sees or writes rows a policy
--- grants it. A refused write is a 401 (anon) or 403 (authenticated) and stores nothing.
-
-GRANT USAGE ON SCHEMA flux TO anon, authenticated, service_role;
-
-GRANT SELECT ON flux.mg_device_registry, flux.mg_bess_readings, flux.mg_meter_readings,
-    flux.market_data TO anon, authenticated;
--- The measured columns only: `id` and `created_at` are the database's to set.
-GRANT INSERT (time, device_id, soe, target_power, available_inverter_blocks, command_source)
-    ON flux.mg_bess_readings TO authenticated;
-GRANT INSERT (time, device_id, power_total_active, energy_imported_active, energy_exported_active,
-              voltage_line_average, current_phase_average)
-    ON flux.mg_meter_readings TO authenticated;
-GRANT SELECT, INSERT, UPDATE, DELETE ON flux.mg_device_registry, flux.mg_bess_readings,
-    flux.mg_meter_readings, flux.market_data TO service_role;
-
-ALTER TABLE flux.mg_device_registry ENABLE ROW LEVEL SECURITY;
-ALTER TABLE flux.mg_bess_readings ENABLE ROW LEVEL SECURITY;
-ALTER TABLE flux.mg_meter_readings ENABLE ROW LEVEL SECURITY;
-ALTER TABLE flux.market_data ENABLE ROW LEVEL SECURITY;
-
-CREATE POLICY read_all ON flux.mg_device_registry FOR SELECT TO anon, authenticated USING (true);
-CREATE POLICY read_all ON flux.mg_bess_readings FOR SELECT TO anon, authenticated USING (true);
-CREATE POLICY read_all ON flux.mg_meter_readings FOR SELECT TO anon, authenticated USING (true);
-CREATE POLICY read_all ON flux.market_data FOR SELECT TO anon, authenticated USING (true);
-
--- service_role is created BYPASSRLS, but a database may already have one without it.
-CREATE POLICY service_all ON flux.mg_device_registry TO service_role USING (true) WITH CHECK (true);
-CREATE POLICY service_all ON flux.mg_bess_readings TO service_role USING (true) WITH CHECK (true);
-CREATE POLICY service_all ON flux.mg_meter_readings TO service_role USING (true) WITH CHECK (true);
-CREATE POLICY service_all ON flux.market_data TO service_role USING (true) WITH CHECK (true);
-
--- The site codes of the request's JWT claims (PostgREST's request.jwt.claims).
-CREATE FUNCTION flux_internal.claimed_sites() RETURNS text[]
-LANGUAGE sql STABLE
-AS $$
-    SELECT CASE jsonb_typeof(claims -> 'sites')
-               WHEN 'array' THEN ARRAY(SELECT jsonb_array_elements_text(claims -> 'sites'))
-               WHEN 'string' THEN ARRAY[claims ->> 'sites']
-               ELSE '{}'::text[]
-           END
-    FROM (SELECT coalesce(nullif(current_setting('request.jwt.claims', true), ''), '{}')::jsonb) AS c(claims)
-$$;
-
--- `(SELECT claimed_sites())` is an initplan and the uncorrelated IN a hashed subplan: the
--- claims and the devices at the claimed sites are read once per statement, and each inserted
--- row costs one hash lookup rather than an index probe.
-CREATE POLICY insert_at_claimed_sites ON flux.mg_bess_readings FOR INSERT TO authenticated
-    WITH CHECK (device_id IN (SELECT d.id FROM flux.mg_device_registry d
-                              WHERE d.site = ANY ((SELECT flux_internal.claimed_sites())::text[])));
-CREATE POLICY insert_at_claimed_sites ON flux.mg_meter_readings FOR INSERT TO authenticated
-    WITH CHECK (device_id IN (SELECT d.id FROM flux.mg_device_registry d
-                              WHERE d.site = ANY ((SELECT flux_internal.claimed_sites())::text[])));
-
--- A partition answers to its table's policies, but PostgreSQL checks a few things on the
--- partition itself: the key of a duplicate is reported (23505 details) only to a role that
--- may read the partition and is not subject to its row-level security. So each partition
--- carries its table's privileges and has row-level security on, like its table; the roles
--- still cannot reach it directly, as they have no access to the flux_partitions schema.
-CREATE FUNCTION flux_internal.mirror_table_security(partition regclass) RETURNS void
-LANGUAGE plpgsql
-SET search_path = pg_catalog
-AS $$
-DECLARE
-    grant_sql text;
-BEGIN
-    EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', partition);
-    FOR grant_sql IN
-        SELECT format('GRANT %s ON %s TO %s', acl.privilege_type, partition,
-                      CASE WHEN acl.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(r.rolname) END)
-        FROM pg_inherits i
-        JOIN pg_class parent ON parent.oid = i.inhparent
-        CROSS JOIN LATERAL aclexplode(parent.relacl) acl
-        LEFT JOIN pg_roles r ON r.oid = acl.grantee
-        WHERE i.inhrelid = partition AND acl.grantee <> parent.relowner
-    LOOP
-        EXECUTE grant_sql;
-    END LOOP;
-END
-$$;
-REVOKE ALL ON FUNCTION flux_internal.mirror_table_security(regclass) FROM PUBLIC;
-
-SELECT flux_internal.mirror_table_security(p)
-FROM unnest(ARRAY['flux_partitions.mg_bess_readings_default', 'flux_partitions.mg_meter_readings_default',
-                  'flux_partitions.market_data_default']::regclass[]) AS p;
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -960,10 +918,12 @@ COMMENT ON FUNCTION flux.set_retention(regclass, interval) IS
 -- Creates and attaches the partition that holds `t`: aligned to the table's interval and
 -- clipped to its neighbours. With `widen_sparse`, where the default partition has few rows
 -- near `t` (a stray more than 31 intervals in the past), the partition spans the calendar
--- year instead, so that scattered back-fills cannot make thousands of partitions. (Never
--- within 31 intervals of now: live data would land in it, and retention could not free it.) Moves the default partition's
--- rows of that range into it first, or copies those of `source` (the upgrade from 0.1.0 fills
--- partitions from the old tables so). Returns the new partition and the rows moved.
+-- year instead, so that scattered back-fills cannot make thousands of partitions (never
+-- within 31 intervals of now: live data would land in it, and retention could not free it).
+-- Moves the default partition's rows of that range into it first, or copies those of
+-- `source` (the upgrade from 0.1.0 fills partitions from the old tables so). Returns the new
+-- partition (NULL when one already held `t`), the rows moved, and the bounds of the partition
+-- that holds `t`, new or not.
 --
 -- Writes to the table wait meanwhile (SHARE ROW EXCLUSIVE; reads go on): an insert bound for
 -- the default partition that had been routed before the new partition was attached would
@@ -972,7 +932,8 @@ COMMENT ON FUNCTION flux.set_retention(regclass, interval) IS
 -- which flux.create_partitions ahead of a back-fill avoids.
 CREATE FUNCTION flux_internal.create_partition(parent regclass, t timestamptz, widen_sparse boolean,
                                                source regclass DEFAULT NULL,
-                                               OUT partition regclass, OUT moved bigint)
+                                               OUT partition regclass, OUT moved bigint,
+                                               OUT range_lower timestamptz, OUT range_upper timestamptz)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 SET TimeZone = 'UTC'
@@ -981,17 +942,22 @@ AS $$
 DECLARE
     step interval := (flux_internal.partition_settings(parent)).partition_interval;
     default_part regclass;
-    range_lower timestamptz := flux_internal.partition_start(t, step);
-    range_upper timestamptz;
     name text;
     columns text;
     sparse boolean;
 BEGIN
-    range_upper := range_lower + step;
-    SELECT p.partition INTO default_part FROM flux_internal.time_partitions(parent) p WHERE p.is_default;
-    IF EXISTS (SELECT FROM flux_internal.time_partitions(parent) p WHERE t >= p.lower AND t < p.upper) THEN
+    -- One read of the catalog each, before the locks and after: a table has hundreds of
+    -- partitions, and premaking calls this for partitions that mostly exist.
+    SELECT (array_agg(p.partition) FILTER (WHERE p.is_default))[1],
+           min(p.lower) FILTER (WHERE t >= p.lower AND t < p.upper),
+           min(p.upper) FILTER (WHERE t >= p.lower AND t < p.upper)
+    INTO default_part, range_lower, range_upper
+    FROM flux_internal.time_partitions(parent) p;
+    IF range_upper IS NOT NULL THEN
         RETURN;
     END IF;
+    range_lower := flux_internal.partition_start(t, step);
+    range_upper := range_lower + step;
     -- ATTACH locks the registry its foreign key references; taken first, and in the order of
     -- a registry update that cascades to the readings, so neither waits for the other in turn.
     IF parent <> 'flux.market_data'::regclass THEN
@@ -1012,10 +978,10 @@ BEGIN
                                  greatest(range_upper, flux_internal.partition_start(now() - 31 * step, step)));
         END IF;
     END IF;
-    SELECT greatest(range_lower, max(p.upper)) INTO range_lower
-    FROM flux_internal.time_partitions(parent) p WHERE NOT p.is_default AND p.upper <= t;
-    SELECT least(range_upper, min(p.lower)) INTO range_upper
-    FROM flux_internal.time_partitions(parent) p WHERE NOT p.is_default AND p.lower > t;
+    SELECT greatest(range_lower, max(p.upper) FILTER (WHERE p.upper <= t)),
+           least(range_upper, min(p.lower) FILTER (WHERE p.lower > t))
+    INTO range_lower, range_upper
+    FROM flux_internal.time_partitions(parent) p WHERE NOT p.is_default;
 
     name := (SELECT c.relname FROM pg_class c WHERE c.oid = parent) || '_p'
             || to_char(range_lower, CASE WHEN range_lower = date_trunc('day', range_lower) THEN 'YYYYMMDD' ELSE 'YYYYMMDD_HH24MISS' END);
@@ -1131,11 +1097,13 @@ BEGIN
     WHILE t < to_time LOOP
         made := flux_internal.create_partition(tbl, t, false);
         IF made.partition IS NOT NULL THEN
-            SELECT made.partition::text, p.lower, p.upper, made.moved INTO partition_name, lower, upper, moved_rows
-            FROM flux_internal.time_partitions(tbl) p WHERE p.partition = made.partition;
+            partition_name := made.partition::text;
+            lower := made.range_lower;
+            upper := made.range_upper;
+            moved_rows := made.moved;
             RETURN NEXT;
         END IF;
-        SELECT p.upper INTO t FROM flux_internal.time_partitions(tbl) p WHERE t >= p.lower AND t < p.upper;
+        t := made.range_upper;
     END LOOP;
 END
 $$;
@@ -1174,12 +1142,11 @@ BEGIN
         IF made.partition IS NOT NULL THEN
             action := 'created';
             partition_name := made.partition::text;
-            SELECT format('%s to %s', p.lower, p.upper) INTO detail
-            FROM flux_internal.time_partitions(parent) p WHERE p.partition = made.partition;
+            detail := format('%s to %s', made.range_lower, made.range_upper);
             RETURN NEXT;
             RETURN;
         END IF;
-        SELECT p.upper INTO t FROM flux_internal.time_partitions(parent) p WHERE t >= p.lower AND t < p.upper;
+        t := made.range_upper;
         EXIT WHEN NOT isfinite(t);
     END LOOP;
 
@@ -1205,12 +1172,12 @@ BEGIN
     -- the table's interval, at most 366 of them beyond those made ahead: past that (clocks set
     -- at random), they stay in the default partition, stored and readable, until their
     -- partitions are made ahead in their turn.
-    SELECT p.partition INTO default_part FROM flux_internal.time_partitions(parent) p WHERE p.is_default;
+    far_future := now() + (settings.premake + 1) * settings.partition_interval;
+    SELECT (array_agg(p.partition) FILTER (WHERE p.is_default))[1],
+           CASE WHEN count(*) FILTER (WHERE p.lower >= far_future) < 366 THEN 'infinity' ELSE far_future END
+    INTO default_part, far_future
+    FROM flux_internal.time_partitions(parent) p;
     IF default_part IS NOT NULL THEN
-        far_future := now() + (settings.premake + 1) * settings.partition_interval;
-        IF (SELECT count(*) FROM flux_internal.time_partitions(parent) p WHERE p.lower >= far_future) < 366 THEN
-            far_future := 'infinity';
-        END IF;
         EXECUTE format('SELECT min(time) FROM %s WHERE time < $1', default_part) INTO oldest USING far_future;
         IF oldest IS NOT NULL THEN
             made := flux_internal.create_partition(parent, oldest, true);
@@ -1249,10 +1216,11 @@ BEGIN
 END
 $$;
 
--- The background worker's step, which it commits. A table whose step fails (a lock not granted
--- in time, a partition someone's view depends on) is logged and passed over, so that the
--- others are still maintained; the next round tries it again.
-CREATE FUNCTION flux_internal.maintenance_worker_step()
+-- The background worker's step, which it commits, on the tables not in `skip`. A table whose
+-- step fails (a lock not granted in time, a partition someone's view depends on) is reported
+-- as 'failed' with the error; the worker then skips it for the rest of the round, so that the
+-- others are still maintained and the failure is not retried at every step.
+CREATE FUNCTION flux_internal.maintenance_worker_step(skip regclass[])
 RETURNS TABLE (table_name regclass, action text, partition_name text, detail text)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -1260,14 +1228,18 @@ AS $$
 DECLARE
     parent regclass;
 BEGIN
-    FOR parent IN SELECT flux_internal.partitioned_tables() LOOP
+    FOR parent IN SELECT t FROM flux_internal.partitioned_tables() t WHERE t <> ALL (skip) LOOP
         BEGIN
             RETURN QUERY SELECT * FROM flux_internal.maintenance_step(parent);
             IF FOUND THEN
                 RETURN;
             END IF;
         EXCEPTION WHEN OTHERS THEN
-            RAISE WARNING 'flux maintenance of %: % (SQLSTATE %)', parent, SQLERRM, SQLSTATE;
+            table_name := parent;
+            action := 'failed';
+            detail := format('%s (SQLSTATE %s)', SQLERRM, SQLSTATE);
+            RETURN NEXT;
+            RETURN;
         END;
     END LOOP;
 END
@@ -1295,17 +1267,59 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION flux.run_maintenance() IS
-    'One round of partition maintenance by hand, in this transaction: moves rows out of the default partitions, creates partitions ahead of time, drops partitions past the retention horizon. Returns what it did. The background worker runs the same steps every flux.maintenance_interval.';
+    'One round of partition maintenance by hand, in this transaction: creates partitions ahead of time, drops partitions past the retention horizon, moves rows out of the default partitions, and turns off the per-row reference checks of partitions attached by hand. Returns what it did. The background worker runs the same steps every flux.maintenance_interval.';
 
 REVOKE ALL ON FUNCTION flux.set_partition_interval(regclass, interval), flux.set_retention(regclass, interval),
     flux.run_maintenance(), flux.create_partitions(regclass, timestamptz, timestamptz) FROM PUBLIC;
 REVOKE ALL ON FUNCTION flux_internal.create_partition(regclass, timestamptz, boolean, regclass), flux_internal.as_maintenance(boolean),
-    flux_internal.maintenance_step(regclass), flux_internal.maintenance_step(), flux_internal.maintenance_worker_step() FROM PUBLIC;
+    flux_internal.maintenance_step(regclass), flux_internal.maintenance_step(), flux_internal.maintenance_worker_step(regclass[]) FROM PUBLIC;
 
 -- The origin of maintenance's own changes, made now so that the realtime feed filters it from
 -- the first move on. Replication origins belong to the cluster, not to a database or the
 -- extension, and outlive both.
 SELECT pg_replication_origin_create('flux_maintenance')
 WHERE NOT EXISTS (SELECT FROM pg_replication_origin WHERE roname = 'flux_maintenance');
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/lib.rs:49
+-- requires:
+--   tables
+
+-- Realtime: changes of the flux tables reach subscribers through the publication
+-- `supabase_realtime`, the one Supabase's realtime server and Flux's own read. It is created when
+-- absent; an existing one (a Supabase project's) is extended, never dropped or replaced.
+DO $publication$
+DECLARE
+    flux_table regclass;
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_publication WHERE pubname = 'supabase_realtime') THEN
+        CREATE PUBLICATION supabase_realtime;
+    END IF;
+    IF (SELECT puballtables FROM pg_publication WHERE pubname = 'supabase_realtime') THEN
+        RETURN;  -- FOR ALL TABLES already covers ours
+    END IF;
+    FOREACH flux_table IN ARRAY ARRAY['flux.mg_device_registry', 'flux.mg_bess_readings',
+                                      'flux.mg_meter_readings', 'flux.market_data']::regclass[]
+    LOOP
+        IF NOT EXISTS (SELECT FROM pg_publication_rel pr
+                       JOIN pg_publication p ON p.oid = pr.prpubid
+                       WHERE p.pubname = 'supabase_realtime' AND pr.prrelid = flux_table) THEN
+            EXECUTE format('ALTER PUBLICATION supabase_realtime ADD TABLE %s', flux_table);
+        END IF;
+    END LOOP;
+END
+$publication$;
+
+-- UPDATE and DELETE events carry the old row. Inserts, the bulk of telemetry, are unaffected.
+ALTER TABLE flux.mg_device_registry REPLICA IDENTITY FULL;
+ALTER TABLE flux.mg_bess_readings REPLICA IDENTITY FULL;
+ALTER TABLE flux.mg_meter_readings REPLICA IDENTITY FULL;
+ALTER TABLE flux.market_data REPLICA IDENTITY FULL;
+-- Changes are logged per partition, so each partition carries the setting as well
+-- (maintenance sets it on those it creates).
+ALTER TABLE flux_partitions.mg_bess_readings_default REPLICA IDENTITY FULL;
+ALTER TABLE flux_partitions.mg_meter_readings_default REPLICA IDENTITY FULL;
+ALTER TABLE flux_partitions.market_data_default REPLICA IDENTITY FULL;
 /* </end connected objects> */
 
