@@ -1,6 +1,7 @@
 //! The tables of the publication, as the change feed and the join handler need them.
 
 use crate::filter::Kind;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -54,28 +55,50 @@ pub struct Partition {
 #[derive(Debug, Default)]
 pub struct Catalog {
     pub tables: Vec<Arc<Table>>,
-    pub partitions: Vec<Partition>,
+    /// schema → relation → index into `tables`, for the tables and their partitions: every
+    /// change is looked up here, and two years of daily partitions are some 1,500 names.
+    by_name: HashMap<String, HashMap<String, usize>>,
+    /// Schemas that hold partitions, sorted.
+    partition_schemas: Vec<String>,
 }
 
 impl Catalog {
+    pub fn new(tables: Vec<Arc<Table>>, partitions: Vec<Partition>) -> Catalog {
+        let mut by_name: HashMap<String, HashMap<String, usize>> = HashMap::new();
+        for (i, t) in tables.iter().enumerate() {
+            by_name
+                .entry(t.schema.clone())
+                .or_default()
+                .insert(t.name.clone(), i);
+        }
+        let mut partition_schemas: Vec<String> =
+            partitions.iter().map(|p| p.schema.clone()).collect();
+        partition_schemas.sort_unstable();
+        partition_schemas.dedup();
+        for p in partitions {
+            by_name.entry(p.schema).or_default().insert(p.name, p.table);
+        }
+        Catalog {
+            tables,
+            by_name,
+            partition_schemas,
+        }
+    }
+
     /// The published table a change of `schema.name` belongs to: the table itself or the
     /// partitioned table of a partition.
     pub fn find(&self, schema: &str, name: &str) -> Option<&Arc<Table>> {
-        self.tables
-            .iter()
-            .find(|t| t.schema == schema && t.name == name)
-            .or_else(|| {
-                self.partitions
-                    .iter()
-                    .find(|p| p.schema == schema && p.name == name)
-                    .map(|p| &self.tables[p.table])
-            })
+        let i = *self.by_name.get(schema)?.get(name)?;
+        self.tables.get(i)
     }
 
     /// Whether a change of `schema.name` may be of a partition newer than this catalog: it
     /// is in a schema that holds partitions, and unknown.
     pub fn may_be_new_partition(&self, schema: &str, name: &str) -> bool {
-        self.partitions.iter().any(|p| p.schema == schema) && self.find(schema, name).is_none()
+        self.partition_schemas
+            .binary_search_by(|s| s.as_str().cmp(schema))
+            .is_ok()
+            && self.find(schema, name).is_none()
     }
 
     /// Tables a binding names; `*` matches any schema or table.
@@ -102,14 +125,14 @@ impl Catalog {
             }
             out
         };
-        let mut partition_schemas: Vec<&str> =
-            self.partitions.iter().map(|p| p.schema.as_str()).collect();
-        partition_schemas.sort_unstable();
-        partition_schemas.dedup();
         self.tables
             .iter()
             .map(|t| format!("{}.{}", escape(&t.schema), escape(&t.name)))
-            .chain(partition_schemas.iter().map(|s| format!("{}.*", escape(s))))
+            .chain(
+                self.partition_schemas
+                    .iter()
+                    .map(|s| format!("{}.*", escape(s))),
+            )
             .collect::<Vec<_>>()
             .join(",")
     }
@@ -164,14 +187,14 @@ pub mod fixtures {
     }
 
     pub fn catalog() -> Catalog {
-        Catalog {
-            tables: vec![Arc::new(bess()), Arc::new(registry())],
-            partitions: vec![Partition {
+        Catalog::new(
+            vec![Arc::new(bess()), Arc::new(registry())],
+            vec![Partition {
                 schema: "flux_partitions".into(),
                 name: "mg_bess_readings_p20261129".into(),
                 table: 0,
             }],
-        }
+        )
     }
 }
 
@@ -215,10 +238,7 @@ mod tests {
         let mut t = registry();
         t.name = "we\"ird.name, x".into();
         assert_eq!(t.qualified(), r#""flux"."we""ird.name, x""#);
-        let c = Catalog {
-            tables: vec![Arc::new(bess()), Arc::new(t)],
-            partitions: Vec::new(),
-        };
+        let c = Catalog::new(vec![Arc::new(bess()), Arc::new(t)], Vec::new());
         assert_eq!(
             c.add_tables_option(),
             r#"flux.mg_bess_readings,flux.we"ird\.name\,\ x"#

@@ -155,7 +155,8 @@ ORDER BY n.nspname, c.relname";
 
 pub async fn load_catalog(client: &Client, publication: &str) -> Result<Catalog, DbError> {
     let rows = client.query(CATALOG_SQL, &[&publication]).await?;
-    let mut catalog = Catalog::default();
+    let mut tables = Vec::new();
+    let mut partitions = Vec::new();
     for r in &rows {
         let names: Vec<String> = r.get(4);
         let types: Vec<String> = r.get(5);
@@ -181,20 +182,18 @@ pub async fn load_catalog(client: &Client, publication: &str) -> Result<Catalog,
             .iter()
             .filter_map(|n| columns.iter().position(|c| &c.name == n))
             .collect();
-        let table = catalog.tables.len();
-        catalog
-            .partitions
-            .extend(
-                leaf_schemas
-                    .into_iter()
-                    .zip(leaf_names)
-                    .map(|(schema, name)| Partition {
-                        schema,
-                        name,
-                        table,
-                    }),
-            );
-        catalog.tables.push(Arc::new(Table {
+        let table = tables.len();
+        partitions.extend(
+            leaf_schemas
+                .into_iter()
+                .zip(leaf_names)
+                .map(|(schema, name)| Partition {
+                    schema,
+                    name,
+                    table,
+                }),
+        );
+        tables.push(Arc::new(Table {
             oid: r.get(0),
             schema: r.get(1),
             name: r.get(2),
@@ -203,7 +202,7 @@ pub async fn load_catalog(client: &Client, publication: &str) -> Result<Catalog,
             pk,
         }));
     }
-    Ok(catalog)
+    Ok(Catalog::new(tables, partitions))
 }
 
 /// What one role may see of one table.

@@ -112,9 +112,8 @@ async fn stream(
                 'format-version', '2', 'include-pk', '1', 'include-timestamp', '1',
                 'include-type-oids', '1', 'include-transaction', '0',
                 'add-tables', $3, 'filter-tables', CASE WHEN $3 = '' THEN '*.*' ELSE '' END]
-                || coalesce((SELECT ARRAY['filter-origins', string_agg(roident::text, ',')]
-                             FROM pg_replication_origin WHERE roname = 'flux_maintenance'
-                             HAVING count(*) > 0), '{}'))",
+                || coalesce((SELECT ARRAY['filter-origins', roident::text]
+                             FROM pg_replication_origin WHERE roname = 'flux_maintenance'), '{}'))",
         )
         .await
         .map_err(err("preparing the poll"))?;
