@@ -691,7 +691,7 @@ fn date(unix_days: i32) -> Date {
 fn bucket_width_us(width: Option<Interval>) -> i64 {
     let width = required(width, "bucket_width");
     let us = width.as_micros();
-    if width.months() != 0 || !(1_000_000..=31 * 86_400_000_000).contains(&us) {
+    if width.months() != 0 || !(1_000_000..=31 * i128::from(DAY_US)).contains(&us) {
         raise(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             format!(

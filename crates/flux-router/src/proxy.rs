@@ -459,13 +459,19 @@ fn upstream_uri(to: SocketAddr, path: &str, query: &str) -> Uri {
 }
 
 fn from_upstream(response: Response<Incoming>) -> Reply {
-    let (mut parts, body) = response.into_parts();
-    for name in &HOP_BY_HOP {
-        if parts.status != StatusCode::SWITCHING_PROTOCOLS {
+    let (parts, body) = response.into_parts();
+    passed_on(parts, body.map_err(BoxError::from).boxed())
+}
+
+/// An upstream answer passed on with `body`, without its hop-by-hop headers (kept for a
+/// protocol switch, which they describe).
+fn passed_on(mut parts: hyper::http::response::Parts, body: BoxBody<Bytes, BoxError>) -> Reply {
+    if parts.status != StatusCode::SWITCHING_PROTOCOLS {
+        for name in &HOP_BY_HOP {
             parts.headers.remove(name);
         }
     }
-    Response::from_parts(parts, body.map_err(BoxError::from).boxed())
+    Response::from_parts(parts, body)
 }
 
 /// PostgREST 12 answers 400 with an empty code and message when its database connection
@@ -504,18 +510,14 @@ async fn mid_request_disconnect(response: Response<Incoming>) -> Reply {
     }
     let read = Bytes::from(read);
     let rest = if complete { None } else { Some(body) };
-    let mut reply = Response::from_parts(
+    passed_on(
         parts,
         ReadAhead {
             read: Some(read),
             rest,
         }
         .boxed(),
-    );
-    for name in &HOP_BY_HOP {
-        reply.headers_mut().remove(name);
-    }
-    reply
+    )
 }
 
 /// A body of which the first bytes have been read already.
