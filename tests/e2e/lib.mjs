@@ -103,6 +103,18 @@ export async function closeSql() {
 
 export const uuid = () => randomUUID();
 
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Waits until `check` resolves truthy (a rejection counts as not yet), at most `seconds`. */
+export async function until(what, check, seconds = 30) {
+  const deadline = Date.now() + seconds * 1000;
+  while (Date.now() < deadline) {
+    if (await check().catch(() => false)) return;
+    await sleep(200);
+  }
+  throw new Error(`${what}: not within ${seconds} s`);
+}
+
 /**
  * An HS256 JWT with these claims (and `exp` an hour ahead unless given), signed here with
  * `secret` (default: the stack's), for tokens the database would refuse to mint.

@@ -9,10 +9,9 @@ import { readFileSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { api, service, sql, closeSql, env, home, registerDevice } from '../e2e/lib.mjs';
+import { api, service, sql, closeSql, env, home, registerDevice, sleep, until } from '../e2e/lib.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 after(closeSql);
 
@@ -21,15 +20,6 @@ const fluxUp = () => promisify(execFile)(join(root, 'stack', 'up.sh'), { env: { 
 
 const pidOf = (name) => Number(readFileSync(join(home, 'run', `${name}.pid`), 'utf8').trim());
 const postmaster = () => Number(readFileSync(join(home, 'pgdata', 'postmaster.pid'), 'utf8').split('\n')[0]);
-
-async function until(what, check, seconds = 30) {
-  const deadline = Date.now() + seconds * 1000;
-  while (Date.now() < deadline) {
-    if (await check().catch(() => false)) return;
-    await sleep(200);
-  }
-  throw new Error(`${what}: not within ${seconds} s`);
-}
 
 const restUp = async () => (await api('/market_data?limit=1')).status === 200;
 const realtimeUp = async () => (await fetch(`${env.FLUX_URL}/realtime/v1/health`)).status === 200;

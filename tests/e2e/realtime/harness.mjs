@@ -6,7 +6,7 @@ import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { env, service, sql } from '../lib.mjs';
+import { env, service, sleep, sql } from '../lib.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const fluxHome = process.env.FLUX_HOME ?? join(here, '..', '..', '..', '.flux');
@@ -157,4 +157,4 @@ export async function waitForFeed(since, timeout = 30_000) {
   }
 }
 
-export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+export { sleep };
