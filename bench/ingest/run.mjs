@@ -29,7 +29,6 @@ const CSV = '/tmp/flux-bench-ingest.csv';
 const COLUMNS = 'time, device_id, power_total_active, energy_imported_active, energy_exported_active, voltage_line_average, current_phase_average';
 const deviceId = (d) => `00000000-0000-4000-9000-${d.toString(16).padStart(12, '0')}`;
 
-
 // The floor: a bare copy of 0.1.0's mg_meter_readings, its defaults (gen_random_uuid(), now())
 // and nothing else. Then the layouts between it and the real table, one part at a time. Each
 // is made empty before a run.
@@ -45,7 +44,7 @@ const layouts = {
   '0.1.0 layout (all + per-row FK)': 'gen-uuid,checks,pkey,time,fk',
 };
 
-async function makeLayout(db, name, parts) {
+async function makeLayout(db, parts) {
   const has = (p) => parts.split(',').includes(p);
   await db.query(`DROP TABLE IF EXISTS flux_bench.t`);
   await db.query(`CREATE ${has('unlogged') ? 'UNLOGGED' : ''} TABLE flux_bench.t
@@ -143,15 +142,18 @@ async function main() {
                   SELECT ('00000000-0000-4000-9000-' || lpad(to_hex(d), 12, '0'))::uuid, 'BENCH-INGEST-' || d, 'meter', $1
                   FROM generate_series(1, ${devices}) d`, [SITE]);
   await db.query(`SET flux.maintenance_lock_timeout = '10s'`);
-  const made = await db.query(`SELECT partition_name FROM flux.create_partitions('flux.mg_meter_readings', $1, $1::timestamptz + interval '${steps * 10 + 86400} seconds')`, [START]);
-  const partitions = made.rows.map((r) => r.partition_name);
+  const until = `$1::timestamptz + interval '${steps * 10 + 86400} seconds'`;
+  await db.query(`SELECT FROM flux.create_partitions('flux.mg_meter_readings', $1, ${until})`, [START]);
+  // Those of the range, made now or left by a run that failed.
+  const partitions = (await db.query(`SELECT partition::text AS p FROM flux_internal.time_partitions('flux.mg_meter_readings')
+                                      WHERE lower >= $1 AND upper <= ${until}`, [START])).rows.map((r) => r.p);
   await db.query(`COPY (SELECT '${START}'::timestamptz + (i / ${devices}) * interval '10 seconds',
                                ('00000000-0000-4000-9000-' || lpad(to_hex(i % ${devices} + 1), 12, '0'))::uuid,
                                100 + i % 50, 1000 * (i % ${devices} + 1) + (i / ${devices}) * 0.25,
                                10 * (i % ${devices} + 1) + (i / ${devices}) * 0.001, 415.2, 180.5
                         FROM generate_series(0, ${rows - 1}) i) TO '${CSV}' (FORMAT csv)`);
   const settings = Object.fromEntries((await db.query(`SELECT name, setting FROM pg_settings WHERE name IN
-      ('max_parallel_workers_per_gather', 'shared_buffers', 'wal_level', 'synchronous_commit', 'jit')`)).rows.map((r) => [r.name, r.setting]));
+      ('shared_buffers', 'synchronous_commit', 'jit')`)).rows.map((r) => [r.name, r.setting]));
 
   const emptyReal = async () => {
     for (const p of partitions) await db.query(`TRUNCATE ${p}`);
@@ -163,7 +165,7 @@ async function main() {
     results[name] = median(samples);
   };
   for (const [name, parts] of Object.entries(layouts)) {
-    await time(name, async () => copyInto(db, await makeLayout(db, name, parts)));
+    await time(name, async () => copyInto(db, await makeLayout(db, parts)));
   }
   await time('flux.mg_meter_readings (COPY)', async () => {
     await emptyReal();
@@ -220,7 +222,6 @@ async function main() {
   const sizes = (await db.query(`SELECT sum(pg_relation_size(p)) AS heap, sum(pg_indexes_size(p)) AS idx
                                  FROM unnest($1::regclass[]) p`, [partitions])).rows[0];
 
-  await emptyReal();
   await bench();
   for (const p of partitions) await db.query(`DROP TABLE IF EXISTS ${p}`);
   await db.end();

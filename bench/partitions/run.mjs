@@ -39,7 +39,7 @@ async function retention() {
   });
   const partition = `flux_partitions.mg_bess_readings_p${DAY.replaceAll('-', '')}`;
   const size = (await db.query(`SELECT pg_relation_size($1) AS heap, pg_indexes_size($1) AS idx,
-                                       (SELECT count(*) FROM ONLY flux_partitions.mg_bess_readings_p20200601) AS n`, [partition])).rows[0];
+                                       (SELECT count(*) FROM ONLY ${partition}) AS n`, [partition])).rows[0];
   const indexes = (await db.query(`SELECT c.relname, pg_relation_size(c.oid) AS bytes FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
                                    WHERE i.indrelid = $1::regclass ORDER BY 1`, [partition])).rows;
 
