@@ -7,6 +7,7 @@ use crate::grid::{Cursor, Grid};
 use crate::params::Params;
 use crate::quality::{Quality, SetAside};
 use crate::register::{CurveSink, Register, Sample, CONTEXT};
+use crate::rollup::{Partial, RegisterPartial};
 use crate::time::Timestamp;
 
 /// Readings of each register before `grid.start()` (the last ones) and after `grid.end()` (the
@@ -176,30 +177,22 @@ impl RegisterBuckets {
         }
     }
 
-    fn bucket(&self, index: usize) -> RegisterBucket {
+    fn partial(&self, index: usize) -> RegisterPartial {
         let start = self.grid.bucket_start(index);
         let end = self.grid.bucket_start(index + 1);
-        match self.span {
+        let (delta, covered) = match self.span {
             Some((first, last)) if start <= last && end > first => {
-                let interpolated = if self.has_reading[index] {
-                    Quality::empty()
-                } else {
-                    Quality::INTERPOLATED
-                };
-                RegisterBucket {
-                    delta: Some(self.energy[index]),
-                    coverage: (end.min(last) - start.max(first)) as f64 / self.grid.width() as f64,
-                    quality: self.events[index].union(interpolated),
-                    set_aside: self.set_aside[index],
-                }
+                (Some(self.energy[index]), end.min(last) - start.max(first))
             }
             // Outside the curve's span, a bucket can still hold a reading that was left off it.
-            _ => RegisterBucket {
-                delta: None,
-                coverage: 0.0,
-                quality: self.events[index],
-                set_aside: self.set_aside[index],
-            },
+            _ => (None, 0),
+        };
+        RegisterPartial {
+            delta,
+            covered,
+            events: self.events[index],
+            has_reading: self.has_reading[index],
+            set_aside: self.set_aside[index],
         }
     }
 }
@@ -342,7 +335,17 @@ impl DeviceAggregator {
 
     /// Rows for the buckets `[s, e)` that intersect the device's data span
     /// `[first reading, last reading]`, ascending by start.
-    pub fn finish(mut self) -> Vec<BucketRow> {
+    pub fn finish(self) -> Vec<BucketRow> {
+        let width = self.grid.width();
+        self.finish_partials()
+            .iter()
+            .map(|p| p.row(width))
+            .collect()
+    }
+
+    /// The partial state of the same buckets as [`finish`](Self::finish): what coarser
+    /// buckets are folded from ([`crate::Fold`]).
+    pub fn finish_partials(mut self) -> Vec<Partial> {
         self.imported.register.finish(&mut self.imported.buckets);
         self.exported.register.finish(&mut self.exported.buckets);
         let Some((first, last)) = self.span else {
@@ -353,13 +356,13 @@ impl DeviceAggregator {
                 let start = self.grid.bucket_start(i);
                 start <= last && self.grid.bucket_start(i + 1) > first
             })
-            .map(|i| BucketRow {
+            .map(|i| Partial {
                 start: self.grid.bucket_start(i),
-                power_avg: (self.power_count[i] > 0)
-                    .then(|| self.power_sum[i] / f64::from(self.power_count[i])),
                 reading_count: self.reading_count[i],
-                imported: self.imported.buckets.bucket(i),
-                exported: self.exported.buckets.bucket(i),
+                power_sum: self.power_sum[i],
+                power_count: self.power_count[i],
+                imported: self.imported.buckets.partial(i),
+                exported: self.exported.buckets.partial(i),
             })
             .collect()
     }

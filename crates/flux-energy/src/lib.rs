@@ -19,6 +19,9 @@
 //! depend on where a query starts or ends. Readings are processed in one streaming pass with
 //! constant work per reading and memory proportional to the number of buckets.
 //!
+//! [`DeviceAggregator::finish_partials`] gives the partial state of each bucket, from which
+//! [`Fold`] builds any coarser bucket exactly: the rollups (see `rollup.rs` for the invariant).
+//!
 //! [`settlement_period`] maps instants to GB settlement periods (half hours of the UK local
 //! day, 46 or 50 of them on clock-change days).
 
@@ -27,6 +30,7 @@ mod grid;
 mod params;
 mod quality;
 mod register;
+mod rollup;
 mod settlement;
 mod time;
 
@@ -42,4 +46,5 @@ pub use grid::{Grid, GridError, MAX_BUCKETS};
 pub use params::{ParamError, Params, HEADROOM};
 pub use quality::{Quality, SetAside};
 pub use register::{EVIDENCE_FLOOR, POWER_HEADROOM, RATE_HEADROOM, WINDOW};
+pub use rollup::{Fold, Partial, RegisterPartial, Straddles, PARTIAL_WIDTH};
 pub use settlement::{settlement_period, Settlement};

@@ -221,6 +221,119 @@ fn reference_curve(params: &Params, samples: &[Sample]) -> Recorder {
     recorder
 }
 
+fn has_register(r: &Reading, exported: bool) -> bool {
+    let v = if exported { r.exported } else { r.imported };
+    v.is_some_and(|v| v.is_finite() && v.abs() <= MAX_ABS_KWH)
+}
+
+/// The rows of `[start, end)` with their context: at least the nearest row on each side (it
+/// decides whether the device's data span covers the range's edges), each register's last and
+/// first [`CONTEXT_READINGS`] readings around the range, and every row in between.
+fn context_slice(readings: &[Reading], start: i64, end: i64) -> Vec<Reading> {
+    let mut from = readings
+        .partition_point(|r| r.time < start)
+        .saturating_sub(1);
+    let mut to = (readings.partition_point(|r| r.time < end) + 1).min(readings.len());
+    for exported in [false, true] {
+        let before: Vec<usize> = (0..from)
+            .filter(|&i| has_register(&readings[i], exported))
+            .collect();
+        if let Some(&i) = before
+            .iter()
+            .rev()
+            .nth(CONTEXT_READINGS - 1)
+            .or(before.first())
+        {
+            from = from.min(i);
+        }
+        let after: Vec<usize> = (to..readings.len())
+            .filter(|&i| has_register(&readings[i], exported))
+            .collect();
+        if let Some(&i) = after.get(CONTEXT_READINGS - 1).or(after.last()) {
+            to = to.max(i + 1);
+        }
+    }
+    readings[from..to].to_vec()
+}
+
+/// The buckets a change of the readings in `[tmin, tmax]` can affect (rollup.rs): from the
+/// one holding the farthest of each register's `CONTEXT_READINGS`-th reading and the nearest
+/// row before `tmin`, to the one holding the same after `tmax`, in the readings after the
+/// change. With fewer readings on a side, all of that side.
+fn affected_buckets(readings: &[Reading], tmin: i64, tmax: i64) -> (i64, i64) {
+    let before: Vec<&Reading> = readings.iter().filter(|r| r.time < tmin).collect();
+    let after: Vec<&Reading> = readings.iter().filter(|r| r.time > tmax).collect();
+    let mut lo = before.last().map_or(tmin, |r| r.time.min(tmin));
+    let mut hi = after.first().map_or(tmax, |r| r.time.max(tmax));
+    for exported in [false, true] {
+        let b: Vec<&&Reading> = before
+            .iter()
+            .filter(|r| has_register(r, exported))
+            .collect();
+        if let Some(r) = b.iter().rev().nth(CONTEXT_READINGS - 1).or(b.first()) {
+            lo = lo.min(r.time);
+        }
+        let a: Vec<&&Reading> = after.iter().filter(|r| has_register(r, exported)).collect();
+        if let Some(r) = a.get(CONTEXT_READINGS - 1).or(a.last()) {
+            hi = hi.max(r.time);
+        }
+    }
+    let floor = |t: i64| t.div_euclid(PARTIAL_WIDTH) * PARTIAL_WIDTH;
+    (floor(lo), floor(hi) + PARTIAL_WIDTH)
+}
+
+/// Materialises the 5-minute partials of `[start, end)` into `store`, in chunks.
+fn materialise(
+    store: &mut std::collections::BTreeMap<i64, Partial>,
+    readings: &[Reading],
+    params: &Params,
+    (start, end): (i64, i64),
+    chunk: i64,
+) {
+    store.retain(|&t, _| t < start || t >= end);
+    let mut a = start;
+    while a < end {
+        let b = (a + chunk).min(end);
+        let grid = Grid::covering(a, b, PARTIAL_WIDTH).unwrap();
+        let mut slice = context_slice(readings, a, b);
+        let mut aggregator = DeviceAggregator::new(grid, *params);
+        slice.sort_by_key(|r| r.time);
+        for r in slice {
+            aggregator.push(r).unwrap();
+        }
+        for p in aggregator.finish_partials() {
+            store.insert(p.start, p);
+        }
+        a = b;
+    }
+}
+
+/// Same rows, within 1e-9 relative for the sums.
+fn same_rows(got: &[BucketRow], want: &[BucketRow]) -> Result<(), TestCaseError> {
+    let near = |a: f64, b: f64| (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0);
+    prop_assert_eq!(got.len(), want.len(), "row counts");
+    for (g, w) in got.iter().zip(want) {
+        prop_assert_eq!(g.start, w.start);
+        prop_assert_eq!(g.reading_count, w.reading_count);
+        match (g.power_avg, w.power_avg) {
+            (Some(a), Some(b)) => prop_assert!(near(a, b), "power {} vs {}", a, b),
+            (a, b) => prop_assert_eq!(a, b),
+        }
+        for (g, w) in [(g.imported, w.imported), (g.exported, w.exported)] {
+            prop_assert_eq!(g.quality, w.quality);
+            prop_assert!((g.coverage - w.coverage).abs() <= 1e-12, "coverage");
+            for (a, b) in g.set_aside.iter().zip(w.set_aside) {
+                prop_assert!(near(*a, b), "set aside {} vs {}", a, b);
+            }
+            match (g.delta, w.delta) {
+                (Some(a), Some(b)) => prop_assert!(near(a, b), "delta {} vs {}", a, b),
+                (a, b) => prop_assert_eq!(a, b),
+            }
+        }
+    }
+    Ok(())
+}
+
 /// `|a - b|` within 1e-9 relative, plus float noise of absolute curve values up to `scale`.
 fn close(a: f64, b: f64, scale: f64) -> bool {
     (a - b).abs() <= 1e-9 * a.abs().max(b.abs()) + 1e-12 * scale.max(1.0)
@@ -424,25 +537,7 @@ proptest! {
         let i1 = i0 + 1 + (b * (full.len() - i0 - 1) as f64) as usize;
         let sub = Grid::covering(full.bucket_start(i0), full.bucket_start(i1), width).unwrap();
 
-        let has = |r: &Reading, exported: bool| {
-            let v = if exported { r.exported } else { r.imported };
-            v.is_some_and(|v| v.is_finite() && v.abs() <= MAX_ABS_KWH)
-        };
-        // At least the nearest row on each side (it decides whether the device's data span
-        // covers the range's edges), and each register's context readings.
-        let mut from = sc.readings.partition_point(|r| r.time < sub.start()).saturating_sub(1);
-        let mut to = (sc.readings.partition_point(|r| r.time < sub.end()) + 1).min(sc.readings.len());
-        for exported in [false, true] {
-            let before: Vec<usize> = (0..from).filter(|&i| has(&sc.readings[i], exported)).collect();
-            if let Some(&i) = before.iter().rev().nth(CONTEXT_READINGS - 1).or(before.first()) {
-                from = from.min(i);
-            }
-            let after: Vec<usize> = (to..sc.readings.len()).filter(|&i| has(&sc.readings[i], exported)).collect();
-            if let Some(&i) = after.get(CONTEXT_READINGS - 1).or(after.last()) {
-                to = to.max(i + 1);
-            }
-        }
-        let sub_rows = aggregate(&mut sc.readings[from..to].to_vec(), sub, &sc.params).unwrap();
+        let sub_rows = aggregate(&mut context_slice(&sc.readings, sub.start(), sub.end()), sub, &sc.params).unwrap();
 
         let expected: Vec<&BucketRow> = full_rows
             .iter()
@@ -594,6 +689,91 @@ proptest! {
         let sorted = aggregate(&mut sc.readings.clone(), grid, &sc.params).unwrap();
         let mut shuffled = shuffled;
         prop_assert_eq!(aggregate(&mut shuffled, grid, &sc.params).unwrap(), sorted);
+    }
+
+    /// Rollups: 5-minute partials materialised in chunks, then kept up to date through
+    /// inserts, deletes and updates by re-materialising only the buckets each change can
+    /// affect, fold into the rows a direct computation over the changed readings gives, at
+    /// every width that is a multiple of 5 minutes and for whole ranges.
+    #[test]
+    fn rollups_equal_the_raw_computation(
+        sc in scenario(false),
+        sparse in 1usize..3,
+        chunk in prop_oneof![Just(1i64), Just(7), Just(288), Just(100_000)],
+        changes in prop::collection::vec((0u8..3, 0.0..1.0f64, -2.0..3.0f64, any::<bool>()), 0..6),
+        queries in prop::collection::vec((0usize..5, 0.0..1.0f64, 0.0..1.0f64), 1..4),
+    ) {
+        let mut readings = sc.readings.clone();
+        for (i, r) in readings.iter_mut().enumerate() {
+            if i % sparse != 0 {
+                r.exported = None;
+            }
+        }
+        let floor = |t: i64| t.div_euclid(PARTIAL_WIDTH) * PARTIAL_WIDTH;
+        let (first, last) = sc.span();
+        let mut store = std::collections::BTreeMap::new();
+        let chunk = chunk * PARTIAL_WIDTH;
+        materialise(&mut store, &readings, &sc.params, (floor(first), floor(last) + PARTIAL_WIDTH), chunk);
+
+        for (kind, at, factor, keep_time) in changes {
+            let i = ((at * readings.len() as f64) as usize).min(readings.len() - 1);
+            let (tmin, tmax) = match kind {
+                // A late reading between two others, near their curve or far from it.
+                0 => {
+                    let t = readings[i].time - 1 - (at * 600.0 * SECOND as f64) as i64;
+                    if readings.iter().any(|r| r.time == t) {
+                        continue;
+                    }
+                    let near = readings[i];
+                    readings.push(Reading {
+                        time: t,
+                        power: near.power,
+                        imported: near.imported.map(|v| v * (1.0 + factor * 1e-3)),
+                        exported: near.exported,
+                    });
+                    readings.sort_by_key(|r| r.time);
+                    (t, t)
+                }
+                1 if readings.len() > 1 => {
+                    let t = readings.remove(i).time;
+                    (t, t)
+                }
+                _ => {
+                    let old = readings[i].time;
+                    if !keep_time {
+                        let t = old + (factor * 900.0 * SECOND as f64) as i64;
+                        if readings.iter().any(|r| r.time == t) {
+                            continue;
+                        }
+                        readings[i].time = t;
+                    }
+                    readings[i].imported = readings[i].imported.map(|v| v + factor);
+                    let new = readings[i].time;
+                    readings.sort_by_key(|r| r.time);
+                    (old.min(new), old.max(new))
+                }
+            };
+            let affected = affected_buckets(&readings, tmin, tmax);
+            materialise(&mut store, &readings, &sc.params, affected, chunk);
+        }
+
+        let (first, last) = (readings[0].time, readings[readings.len() - 1].time);
+        for (width, a, b) in queries {
+            let room = last - first + 4 * 60 * MINUTE;
+            let start = floor(first - 2 * 60 * MINUTE + (a * room as f64) as i64);
+            let end = start + PARTIAL_WIDTH + floor((b * room as f64) as i64);
+            let grid = match width {
+                0 => Grid::exactly(start, end),
+                w => Grid::covering(start, end, [5, 30, 60, 1_440][w - 1] * MINUTE),
+            }
+            .unwrap();
+            let want = aggregate(&mut readings.clone(), grid, &sc.params).unwrap();
+            let mut fold = Fold::new(grid);
+            for p in store.range(grid.start() - PARTIAL_WIDTH..grid.end()).map(|(_, p)| p) {
+                fold.add(p, PARTIAL_WIDTH).unwrap();
+            }
+            same_rows(&fold.finish(), &want)?;
+        }
     }
 
     /// Consecutive half hours are consecutive settlement periods.

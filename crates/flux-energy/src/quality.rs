@@ -52,6 +52,11 @@ impl Quality {
         Quality(0)
     }
 
+    /// The flags of [`Quality::bits`].
+    pub const fn from_bits(bits: u8) -> Quality {
+        Quality(bits)
+    }
+
     /// The raw bits, in the order of [`Quality::names`] from the least significant bit.
     pub const fn bits(self) -> u8 {
         self.0
