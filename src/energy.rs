@@ -9,8 +9,8 @@
 use crate::error::raise;
 use crate::row_stream::{for_each_row, Arg};
 use flux_energy::{
-    settlement_period as settlement, BucketRow, DeviceAggregator, Grid, Params, Reading, SetAside,
-    CONTEXT_READINGS,
+    settlement_period as settlement, BucketRow, DeviceAggregator, Grid, Params, Partial, Reading,
+    SetAside, CONTEXT_READINGS,
 };
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
@@ -18,7 +18,7 @@ use pgrx::spi::SpiClient;
 use pgrx::{JsonB, PgSqlErrorCode, Uuid};
 
 /// µs from the Unix epoch to PostgreSQL's (2000-01-01).
-const PG_EPOCH_US: i64 = 946_684_800_000_000;
+pub(crate) const PG_EPOCH_US: i64 = 946_684_800_000_000;
 const MINUTE_US: i64 = 60_000_000;
 
 /// Energy and mean power per 5-minute bucket (documented RPC).
@@ -294,17 +294,25 @@ fn device_buckets(
         )
     });
     Spi::connect(|client| {
-        let devices = devices(client, requested.as_deref(), &defaults);
-        aggregate_devices(client, devices, grid, requested.is_none())
+        let devices = devices(client, requested.as_deref(), &defaults, Unknown::Refuse);
+        crate::rollups::device_buckets(client, devices, grid, requested.is_none(), &defaults)
     })
+}
+
+/// Devices requested that the registry does not show.
+#[derive(Clone, Copy, PartialEq)]
+pub(crate) enum Unknown {
+    Refuse,
+    Skip,
 }
 
 /// The devices to report on, with their parameters: the requested ones (every one must be
 /// visible to the caller), or every device the caller can see. Ordered by id.
-fn devices(
+pub(crate) fn devices(
     client: &SpiClient<'_>,
     requested: Option<&[Uuid]>,
     defaults: &Params,
+    unknown: Unknown,
 ) -> Vec<(Uuid, Params)> {
     let table = client
         .select(
@@ -333,7 +341,7 @@ fn devices(
             });
         found.push((id, params));
     }
-    if let Some(requested) = requested {
+    if let Some(requested) = requested.filter(|_| unknown == Unknown::Refuse) {
         let unknown: Vec<String> = requested
             .iter()
             .filter(|id| {
@@ -366,7 +374,8 @@ fn devices(
 struct DeviceState {
     id: Uuid,
     params: Params,
-    aggregator: DeviceAggregator,
+    /// Made at the device's first reading: a device without data costs no buckets.
+    aggregator: Option<DeviceAggregator>,
     /// Time of the last reading pushed.
     last: Option<i64>,
     /// False once the unordered range scan delivered this device's readings out of time order.
@@ -374,8 +383,12 @@ struct DeviceState {
 }
 
 impl DeviceState {
-    fn push(&mut self, r: Reading) {
-        self.aggregator.push(r).unwrap_or_else(|e| {
+    fn push(&mut self, grid: Grid, r: Reading) {
+        let params = self.params;
+        let aggregator = self
+            .aggregator
+            .get_or_insert_with(|| DeviceAggregator::new(grid, params));
+        aggregator.push(r).unwrap_or_else(|e| {
             raise(
                 PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
                 format!("device {}: {e}", self.id),
@@ -398,18 +411,18 @@ const READING_COLUMNS: &str =
 /// range readings arrive out of time order (late back-filled data, reused heap space) is read
 /// again through an ordered index scan, so the result never depends on the physical order;
 /// memory stays proportional to the buckets either way.
-fn aggregate_devices(
+pub(crate) fn aggregate_devices(
     spi: &SpiClient<'_>,
-    devices: Vec<(Uuid, Params)>,
+    devices: &[(Uuid, Params)],
     grid: Grid,
     all_visible: bool,
-) -> Vec<(Uuid, Vec<BucketRow>)> {
+) -> Vec<(Uuid, Vec<Partial>)> {
     let mut states: Vec<DeviceState> = devices
-        .into_iter()
-        .map(|(id, params)| DeviceState {
+        .iter()
+        .map(|&(id, params)| DeviceState {
             id,
             params,
-            aggregator: DeviceAggregator::new(grid, params),
+            aggregator: None,
             last: None,
             in_order: true,
         })
@@ -442,14 +455,14 @@ fn aggregate_devices(
             if state.last.is_some_and(|last| r.time <= last) {
                 state.in_order = false;
             } else {
-                state.push(r);
+                state.push(grid, r);
             }
         }
         true
     });
 
     for state in states.iter_mut().filter(|s| !s.in_order) {
-        state.aggregator = DeviceAggregator::new(grid, state.params);
+        state.aggregator = None;
         state.last = None;
         push_context(spi, std::slice::from_mut(state), grid, Side::Before);
         push_range_in_order(spi, state, grid);
@@ -457,12 +470,12 @@ fn aggregate_devices(
     push_context(spi, &mut states, grid, Side::After);
     states
         .into_iter()
-        .map(|state| (state.id, state.aggregator.finish()))
+        .filter_map(|state| Some((state.id, state.aggregator?.finish_partials())))
         .collect()
 }
 
 #[derive(Clone, Copy, PartialEq)]
-enum Side {
+pub(crate) enum Side {
     Before,
     After,
 }
@@ -472,8 +485,8 @@ enum Side {
 /// it) try the next. Bounded, so that a query reads the few partitions next to its range
 /// rather than every one of them: a register silent for longer than the last window has no
 /// context on that side (README: Energy).
-const CONTEXT_WINDOW_DAYS: [i64; 2] = [1, 31];
-const DAY_US: i64 = 86_400_000_000;
+pub(crate) const CONTEXT_WINDOW_DAYS: [i64; 2] = [1, 31];
+pub(crate) const DAY_US: i64 = 86_400_000_000;
 
 /// Pushes the context on one side of the grid, for every device of `states` (sorted by id):
 /// every row between the grid and the farthest of the last (or first) `CONTEXT_READINGS`
@@ -481,31 +494,12 @@ const DAY_US: i64 = 86_400_000_000;
 /// data covers the grid's edge). Each register's decisions then see the same readings as in
 /// any longer computation (R8), however sparsely it is read.
 fn push_context(spi: &SpiClient<'_>, states: &mut [DeviceState], grid: Grid, side: Side) {
-    let (grid_edge, sign) = match side {
-        Side::Before => (grid.start(), -1),
-        Side::After => (grid.end(), 1),
+    let grid_edge = match side {
+        Side::Before => grid.start(),
+        Side::After => grid.end(),
     };
-    let mut edges: Vec<Option<i64>> = vec![None; states.len()];
-    let mut pending: Vec<usize> = (0..states.len()).collect();
-    for (pass, days) in CONTEXT_WINDOW_DAYS.iter().enumerate() {
-        let last_pass = pass + 1 == CONTEXT_WINDOW_DAYS.len();
-        let window = grid_edge + sign * days * DAY_US;
-        let ids: Vec<Uuid> = pending.iter().map(|&i| states[i].id).collect();
-        let found = context_edges(spi, &ids, grid_edge, window, side);
-        let mut still_pending = Vec::new();
-        for (&i, (complete, edge)) in pending.iter().zip(found) {
-            if complete || last_pass {
-                edges[i] = edge;
-            } else {
-                still_pending.push(i);
-            }
-        }
-        pending = still_pending;
-        if pending.is_empty() {
-            break;
-        }
-    }
-
+    let at: Vec<(Uuid, i64)> = states.iter().map(|s| (s.id, grid_edge)).collect();
+    let edges = context_reach(spi, &at, side);
     let (with_context, edges): (Vec<Uuid>, Vec<TimestampWithTimeZone>) = states
         .iter()
         .zip(&edges)
@@ -538,26 +532,68 @@ fn push_context(spi: &SpiClient<'_>, states: &mut [DeviceState], grid: Grid, sid
         ],
         |device, r| {
             if let Ok(i) = keys.binary_search(&device) {
-                states[i].push(r);
+                states[i].push(grid, r);
             }
             true
         },
     );
 }
 
-/// Per device of `ids`, in order: whether the window between `grid_edge` and `window` holds
+/// Per `(device, edge)`: how far from `edge` (before it, or from it on) the context of a
+/// computation ending or starting there reaches: the farthest of each register's
+/// `CONTEXT_READINGS`-th reading and the nearest row, looked for within the windows of
+/// `CONTEXT_WINDOW_DAYS`. None without any row there.
+pub(crate) fn context_reach(
+    spi: &SpiClient<'_>,
+    at: &[(Uuid, i64)],
+    side: Side,
+) -> Vec<Option<i64>> {
+    let mut reach: Vec<Option<i64>> = vec![None; at.len()];
+    let mut pending: Vec<usize> = (0..at.len()).collect();
+    for (pass, &days) in CONTEXT_WINDOW_DAYS.iter().enumerate() {
+        let last_pass = pass + 1 == CONTEXT_WINDOW_DAYS.len();
+        let asked: Vec<(Uuid, i64)> = pending.iter().map(|&i| at[i]).collect();
+        let found = context_edges(spi, &asked, days, side);
+        let mut still_pending = Vec::new();
+        for (&i, (complete, edge)) in pending.iter().zip(found) {
+            if complete || last_pass {
+                reach[i] = edge;
+            } else {
+                still_pending.push(i);
+            }
+        }
+        pending = still_pending;
+        if pending.is_empty() {
+            break;
+        }
+    }
+    reach
+}
+
+/// Per `(device, edge)`, in order: whether the `days` before `edge` (or from it on) hold
 /// `CONTEXT_READINGS` readings of each register, and the time up to which the context reaches
-/// within it (None without any reading there).
+/// within them (None without any reading there).
 fn context_edges(
     spi: &SpiClient<'_>,
-    ids: &[Uuid],
-    grid_edge: i64,
-    window: i64,
+    at: &[(Uuid, i64)],
+    days: i64,
     side: Side,
 ) -> Vec<(bool, Option<i64>)> {
     let (range, order, farthest, nearest, edge) = match side {
-        Side::Before => ("time < $2 AND time >= $3", "DESC", "min", "max", "least"),
-        Side::After => ("time >= $2 AND time < $3", "ASC", "max", "min", "greatest"),
+        Side::Before => (
+            "time < d.edge AND time >= d.edge - make_interval(days => $3)",
+            "DESC",
+            "min",
+            "max",
+            "least",
+        ),
+        Side::After => (
+            "time >= d.edge AND time < d.edge + make_interval(days => $3)",
+            "ASC",
+            "max",
+            "min",
+            "greatest",
+        ),
     };
     let register = |column: &str, alias: &str| {
         format!(
@@ -571,7 +607,8 @@ fn context_edges(
         "SELECT i.n >= $4 AND e.n >= $4, \
                 {edge}(i.edge, e.edge, (SELECT {nearest}(time) FROM flux.mg_meter_readings \
                                         WHERE device_id = d.id AND {range})) \
-         FROM unnest($1::uuid[]) WITH ORDINALITY AS d(id, n) {imported} {exported} \
+         FROM unnest($1::uuid[], $2::timestamptz[]) WITH ORDINALITY AS d(id, edge, n) \
+              {imported} {exported} \
          ORDER BY d.n",
         imported = register("energy_imported_active", "i"),
         exported = register("energy_exported_active", "e"),
@@ -580,9 +617,9 @@ fn context_edges(
         &query,
         None,
         &[
-            DatumWithOid::from(ids.to_vec()),
-            DatumWithOid::from(timestamptz(grid_edge)),
-            DatumWithOid::from(timestamptz(window)),
+            DatumWithOid::from(at.iter().map(|a| a.0).collect::<Vec<_>>()),
+            DatumWithOid::from(at.iter().map(|a| timestamptz(a.1)).collect::<Vec<_>>()),
+            DatumWithOid::from(days as i32),
             DatumWithOid::from(CONTEXT_READINGS as i64),
         ],
     )
@@ -601,31 +638,32 @@ fn context_edges(
 
 /// Pushes the readings inside the grid in time order (an index scan).
 fn push_range_in_order(spi: &SpiClient<'_>, state: &mut DeviceState, grid: Grid) {
+    let id = state.id;
     for_each_reading(
         spi,
         &format!(
             "{READING_COLUMNS} WHERE device_id = $1 AND time >= $2 AND time < $3 ORDER BY time"
         ),
         &[
-            Arg::new(state.id),
+            Arg::new(id),
             Arg::new(timestamptz(grid.start())),
             Arg::new(timestamptz(grid.end())),
         ],
         |_, r| {
-            state.push(r);
+            state.push(grid, r);
             true
         },
     );
 }
 
-fn device_key(id: &Uuid) -> u128 {
+pub(crate) fn device_key(id: &Uuid) -> u128 {
     u128::from_be_bytes(*id.as_bytes())
 }
 
 /// Streams the reading rows of `query` (columns as in `READING_COLUMNS`) to `take` until the
 /// rows end or `take` returns false. This is the hot loop of the energy RPCs: millions of rows,
 /// read in place from the executor without copies.
-fn for_each_reading(
+pub(crate) fn for_each_reading(
     spi: &SpiClient<'_>,
     query: &str,
     args: &[Arg],
@@ -651,7 +689,7 @@ fn for_each_reading(
     });
 }
 
-fn required<T>(value: Option<T>, name: &str) -> T {
+pub(crate) fn required<T>(value: Option<T>, name: &str) -> T {
     value.unwrap_or_else(|| {
         raise(
             PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
@@ -660,7 +698,7 @@ fn required<T>(value: Option<T>, name: &str) -> T {
     })
 }
 
-fn micros_since_unix_epoch(t: TimestampWithTimeZone, name: &str) -> i64 {
+pub(crate) fn micros_since_unix_epoch(t: TimestampWithTimeZone, name: &str) -> i64 {
     if !t.is_finite() {
         raise(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
@@ -678,7 +716,7 @@ fn micros_since_unix_epoch(t: TimestampWithTimeZone, name: &str) -> i64 {
         })
 }
 
-fn timestamptz(unix_us: i64) -> TimestampWithTimeZone {
+pub(crate) fn timestamptz(unix_us: i64) -> TimestampWithTimeZone {
     TimestampWithTimeZone::try_from(unix_us - PG_EPOCH_US).expect("bucket starts are valid times")
 }
 
@@ -702,7 +740,7 @@ fn bucket_width_us(width: Option<Interval>) -> i64 {
     us as i64
 }
 
-fn spi_failed(e: pgrx::spi::SpiError) -> ! {
+pub(crate) fn spi_failed(e: pgrx::spi::SpiError) -> ! {
     raise(
         PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
         format!("flux: SPI failed: {e}"),

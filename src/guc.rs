@@ -26,6 +26,7 @@ pub static RATE_SERVICE_PER_MINUTE: GucSetting<i32> = GucSetting::<i32>::new(100
 pub static RATE_SERVICE_BURST: GucSetting<i32> = GucSetting::<i32>::new(2000);
 
 // Partition maintenance (src/maintenance.rs, sql/partitions.sql).
+pub static ENERGY_ROLLUPS: GucSetting<bool> = GucSetting::<bool>::new(true);
 pub static MAINTENANCE_INTERVAL_S: GucSetting<i32> = GucSetting::<i32>::new(60);
 pub static MAINTENANCE_DATABASES: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(None);
@@ -133,6 +134,14 @@ pub fn register() {
             GucFlags::empty(),
         );
     }
+    GucRegistry::define_bool_guc(
+        c"flux.energy_rollups",
+        c"Whether the energy functions read the materialised 5-minute rollups; off computes every bucket from raw readings.",
+        c"Results are the same either way (within 1e-9 relative); off is slower, and fails for ranges whose readings retention dropped.",
+        &ENERGY_ROLLUPS,
+        GucContext::Userset,
+        GucFlags::empty(),
+    );
     GucRegistry::define_int_guc(
         c"flux.maintenance_interval",
         c"How often the background worker runs partition maintenance; 0 turns it off.",

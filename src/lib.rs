@@ -13,6 +13,7 @@ mod guc;
 mod ids;
 mod keys;
 mod maintenance;
+mod rollups;
 mod row_stream;
 
 ::pgrx::pg_module_magic!(name, version);
@@ -39,7 +40,18 @@ extension_sql_file!(
 extension_sql_file!(
     "../sql/partitions.sql",
     name = "partitions",
-    requires = ["tables", "references", "security"]
+    requires = [
+        "tables",
+        "references",
+        "security",
+        "rollups",
+        rollups::flux_internal::rollups_current_before
+    ]
+);
+extension_sql_file!(
+    "../sql/rollups.sql",
+    name = "rollups",
+    requires = ["tables", "security", rollups::refresh_energy_rollups]
 );
 extension_sql_file!(
     "../sql/security.sql",

@@ -1,0 +1,682 @@
+//! Energy rollups (sql/rollups.sql): the energy RPCs read the materialised 5-minute partials
+//! where they are current and compute the stale or not yet materialised buckets from raw
+//! readings; `flux.refresh_energy_rollups` materialises what changed.
+//!
+//! A pending change `[lo, hi]` of a device makes stale the buckets from the one holding its
+//! context reach before `lo` to the one holding its reach after `hi` (flux-energy's
+//! `rollup.rs` says why that is exact), found with the same index probes as a computation's
+//! context.
+
+use std::collections::BTreeMap;
+
+use crate::energy::{
+    aggregate_devices, context_reach, device_key, devices, micros_since_unix_epoch, spi_failed,
+    timestamptz, Side, Unknown, DAY_US, PG_EPOCH_US,
+};
+use crate::error::raise;
+use crate::row_stream::{for_each_row, Arg};
+use flux_energy::{
+    BucketRow, Fold, Grid, Params, Partial, Quality, RegisterPartial, PARTIAL_WIDTH,
+};
+use pgrx::datum::DatumWithOid;
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+use pgrx::{PgSqlErrorCode, Uuid};
+
+const HOUR_US: i64 = 3_600_000_000;
+/// Pending changes of a device closer than this are widened together.
+const CLUSTER_GAP_US: i64 = HOUR_US;
+/// Raw computations group stale windows by the hours they touch, and span at most this.
+const GROUP_MAX_US: i64 = 31 * DAY_US;
+/// How far a pending change can reach: the last context window, and a day of margin.
+const REACH_US: i64 = 32 * DAY_US;
+/// Bit 8 of a register's flags: a reading of the register lies in the bucket.
+const HAS_READING: i16 = 1 << 8;
+
+/// What sql/rollups.sql's state row says.
+struct State {
+    /// µs; `i64::MIN` when retention never dropped meter readings.
+    raw_kept_from: i64,
+    energy_defaults: Option<String>,
+}
+
+fn state(spi: &SpiClient<'_>) -> State {
+    let row = spi
+        .select(
+            "SELECT raw_kept_from, energy_defaults FROM flux_internal.meter_rollup_state",
+            Some(1),
+            &[],
+        )
+        .unwrap_or_else(|e| spi_failed(e))
+        .first();
+    State {
+        raw_kept_from: row
+            .get::<TimestampWithTimeZone>(1)
+            .ok()
+            .flatten()
+            .map_or(i64::MIN, micros_or_infinite),
+        energy_defaults: row.get::<String>(2).ok().flatten(),
+    }
+}
+
+/// The flux.energy_* defaults, as the state row records those the rollups were made with.
+fn defaults_key(defaults: &Params) -> String {
+    format!("{defaults:?}")
+}
+
+fn micros_or_infinite(t: TimestampWithTimeZone) -> i64 {
+    if t.is_finite() {
+        micros_since_unix_epoch(t, "time")
+    } else if pg_sys::TimestampTz::from(t) > 0 {
+        i64::MAX
+    } else {
+        i64::MIN
+    }
+}
+
+/// Start of the 5-minute bucket holding `t`; the infinite bounds stay as they are.
+fn floor_partial(t: i64) -> i64 {
+    t.div_euclid(PARTIAL_WIDTH)
+        .checked_mul(PARTIAL_WIDTH)
+        .unwrap_or(t)
+}
+
+/// Whether the grid's buckets are unions of 5-minute buckets.
+fn foldable(grid: Grid) -> bool {
+    grid.width() % PARTIAL_WIDTH == 0 && grid.start() % PARTIAL_WIDTH == 0
+}
+
+/// The buckets of the grid for each device with data: from the rollups where they apply,
+/// from raw readings otherwise.
+pub(crate) fn device_buckets(
+    spi: &SpiClient<'_>,
+    devices: Vec<(Uuid, Params)>,
+    grid: Grid,
+    all_visible: bool,
+    defaults: &Params,
+) -> Vec<(Uuid, Vec<BucketRow>)> {
+    let state = state(spi);
+    let current = state.energy_defaults.as_deref() == Some(defaults_key(defaults).as_str());
+    if !(crate::guc::ENERGY_ROLLUPS.get() && current && foldable(grid)) {
+        if grid.start() < state.raw_kept_from {
+            raise(
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                format!(
+                    "readings before {} were dropped by retention, and their energy is kept in \
+                     5-minute rollups only: query with bucket widths and range ends that are \
+                     multiples of 5 minutes, flux.energy_rollups on and the flux.energy_* \
+                     settings the rollups were made with",
+                    timestamptz(state.raw_kept_from)
+                ),
+            );
+        }
+        let width = grid.width();
+        return aggregate_devices(spi, &devices, grid, all_visible)
+            .into_iter()
+            .map(|(id, partials)| (id, partials.iter().map(|p| p.row(width)).collect()))
+            .collect();
+    }
+
+    let ids = (!all_visible).then(|| devices.iter().map(|d| d.0).collect::<Vec<_>>());
+    let entries = pending(spi, ids.as_deref(), Some(grid.start()), grid.end());
+    let stale = stale_windows(
+        spi,
+        entries,
+        (grid.start().max(state.raw_kept_from), grid.end()),
+    );
+
+    let keys: Vec<u128> = devices.iter().map(|d| device_key(&d.0)).collect();
+    let mut folds: Vec<Option<Fold>> = devices.iter().map(|_| None).collect();
+    let mut add = |i: usize, p: &Partial| {
+        folds[i]
+            .get_or_insert_with(|| Fold::new(grid))
+            .add(p, PARTIAL_WIDTH)
+            .expect("a foldable grid's buckets are unions of 5-minute buckets");
+    };
+    for_each_partial(
+        spi,
+        ids.as_deref(),
+        (grid.start(), grid.end()),
+        |device, p| {
+            if let Ok(i) = keys.binary_search(&device) {
+                if !within(stale.get(&device), p.start) {
+                    add(i, &p);
+                }
+            }
+        },
+    );
+    recompute(spi, &devices, &stale, |device, p| {
+        if let Ok(i) = keys.binary_search(&device) {
+            add(i, p);
+        }
+    });
+    devices
+        .iter()
+        .zip(folds)
+        .filter_map(|(d, fold)| Some((d.0, fold?.finish())))
+        .collect()
+}
+
+fn within(windows: Option<&Vec<(i64, i64)>>, t: i64) -> bool {
+    windows.is_some_and(|w| {
+        let i = w.partition_point(|&(_, hi)| hi <= t);
+        w.get(i).is_some_and(|&(lo, _)| lo <= t)
+    })
+}
+
+/// Pending changes `(device, lo, hi)` (µs, infinite bounds as `i64::MIN`/`MAX`) that can reach
+/// `[from, to)`, of the given devices or of all the caller sees.
+/// `from` None: from the beginning.
+fn pending(
+    spi: &SpiClient<'_>,
+    ids: Option<&[Uuid]>,
+    from: Option<i64>,
+    to: i64,
+) -> Vec<(Uuid, i64, i64)> {
+    spi.select(
+        "SELECT device_id, lo, hi FROM flux_internal.meter_rollup_pending \
+         WHERE lo < $2 AND ($1::timestamptz IS NULL OR hi >= $1) \
+           AND ($3::uuid[] IS NULL OR device_id = ANY($3))",
+        None,
+        &[
+            DatumWithOid::from(from.map(|t| timestamptz(t - REACH_US))),
+            DatumWithOid::from(timestamptz(to + REACH_US)),
+            DatumWithOid::from(ids.map(<[Uuid]>::to_vec)),
+        ],
+    )
+    .unwrap_or_else(|e| spi_failed(e))
+    .map(|row| {
+        let time = |i: usize| {
+            row.get::<TimestampWithTimeZone>(i)
+                .ok()
+                .flatten()
+                .map_or(i64::MIN, micros_or_infinite)
+        };
+        (
+            row.get::<Uuid>(1)
+                .ok()
+                .flatten()
+                .expect("device_id is NOT NULL"),
+            time(2),
+            time(3),
+        )
+    })
+    .collect()
+}
+
+/// Per device (by key), the 5-minute-aligned windows, ascending and disjoint, inside `clip`,
+/// whose buckets the pending changes make stale.
+fn stale_windows(
+    spi: &SpiClient<'_>,
+    mut entries: Vec<(Uuid, i64, i64)>,
+    clip: (i64, i64),
+) -> BTreeMap<u128, Vec<(i64, i64)>> {
+    entries.sort_by_key(|&(id, lo, _)| (device_key(&id), lo));
+    let mut clusters: Vec<(Uuid, i64, i64)> = Vec::new();
+    for (id, lo, hi) in entries {
+        match clusters.last_mut() {
+            Some(c) if c.0 == id && lo <= c.2.saturating_add(CLUSTER_GAP_US) => c.2 = c.2.max(hi),
+            _ => clusters.push((id, lo, hi)),
+        }
+    }
+    let finite = |f: fn(&(Uuid, i64, i64)) -> i64, shift: i64| -> Vec<(usize, (Uuid, i64))> {
+        clusters
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| f(c) != i64::MIN && f(c) != i64::MAX)
+            .map(|(i, c)| (i, (c.0, f(c) + shift)))
+            .collect()
+    };
+    let mut reach: Vec<(i64, i64)> = clusters.iter().map(|c| (c.1, c.2)).collect();
+    // Readings strictly after `hi` are the context after it.
+    for (side, at) in [
+        (Side::Before, finite(|c| c.1, 0)),
+        (Side::After, finite(|c| c.2, 1)),
+    ] {
+        let asked: Vec<(Uuid, i64)> = at.iter().map(|a| a.1).collect();
+        for ((i, _), edge) in at.iter().zip(context_reach(spi, &asked, side)) {
+            if let Some(edge) = edge {
+                match side {
+                    Side::Before => reach[*i].0 = reach[*i].0.min(edge),
+                    Side::After => reach[*i].1 = reach[*i].1.max(edge),
+                }
+            }
+        }
+    }
+    let mut stale: BTreeMap<u128, Vec<(i64, i64)>> = BTreeMap::new();
+    for (c, (lo, hi)) in clusters.iter().zip(reach) {
+        // One bucket of margin each side.
+        let lo = floor_partial(lo.max(clip.0))
+            .saturating_sub(PARTIAL_WIDTH)
+            .max(clip.0);
+        let hi = floor_partial(hi.min(clip.1))
+            .saturating_add(2 * PARTIAL_WIDTH)
+            .min(clip.1);
+        if lo < hi {
+            let windows = stale.entry(device_key(&c.0)).or_default();
+            windows.push((lo, hi));
+        }
+    }
+    for windows in stale.values_mut() {
+        windows.sort_unstable();
+        let mut merged: Vec<(i64, i64)> = Vec::with_capacity(windows.len());
+        for &(lo, hi) in windows.iter() {
+            match merged.last_mut() {
+                Some(m) if lo <= m.1 => m.1 = m.1.max(hi),
+                _ => merged.push((lo, hi)),
+            }
+        }
+        *windows = merged;
+    }
+    stale
+}
+
+/// Computes the 5-minute partials of the stale windows from raw readings and hands each one
+/// inside a window to `take`. Windows are grouped by the hours they touch, so that devices
+/// stale at the same time (the fresh tail) share one computation; a group spans at most
+/// `GROUP_MAX_US`.
+fn recompute(
+    spi: &SpiClient<'_>,
+    devices: &[(Uuid, Params)],
+    stale: &BTreeMap<u128, Vec<(i64, i64)>>,
+    mut take: impl FnMut(u128, &Partial),
+) {
+    let keys: Vec<u128> = devices.iter().map(|d| device_key(&d.0)).collect();
+    let mut hours: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
+    for (key, windows) in stale {
+        let Ok(i) = keys.binary_search(key) else {
+            continue;
+        };
+        for &(lo, hi) in windows {
+            let mut hour = lo.div_euclid(HOUR_US) * HOUR_US;
+            while hour < hi {
+                hours.entry(hour).or_default().push(i);
+                hour += HOUR_US;
+            }
+        }
+    }
+    let mut groups: Vec<(i64, i64, Vec<usize>)> = Vec::new();
+    for (hour, mut members) in hours {
+        members.dedup();
+        match groups.last_mut() {
+            Some(g) if g.1 == hour && g.2 == members && hour + HOUR_US - g.0 <= GROUP_MAX_US => {
+                g.1 = hour + HOUR_US
+            }
+            _ => groups.push((hour, hour + HOUR_US, members)),
+        }
+    }
+    for (start, end, members) in groups {
+        let grid = Grid::covering(start, end, PARTIAL_WIDTH).expect("a group is a valid grid");
+        let group: Vec<(Uuid, Params)> = members.iter().map(|&i| devices[i]).collect();
+        for (id, partials) in aggregate_devices(spi, &group, grid, false) {
+            let key = device_key(&id);
+            let windows = stale.get(&key);
+            for p in partials.iter().filter(|p| within(windows, p.start)) {
+                take(key, p);
+            }
+        }
+    }
+}
+
+const PARTIAL_COLUMNS: &str = "device_id, bucket, reading_count, power_sum, power_count, \
+     imported_delta, imported_covered_us, imported_flags, imported_set_aside, \
+     exported_delta, exported_covered_us, exported_flags, exported_set_aside";
+
+/// Streams the materialised partials of `[from, to)`, of the given devices or of all the
+/// caller sees.
+fn for_each_partial(
+    spi: &SpiClient<'_>,
+    ids: Option<&[Uuid]>,
+    (from, to): (i64, i64),
+    mut take: impl FnMut(u128, Partial),
+) {
+    let mut query = format!(
+        "SELECT {PARTIAL_COLUMNS} FROM flux_internal.meter_rollup_5m WHERE bucket >= $1 AND bucket < $2"
+    );
+    let mut args = vec![Arg::new(timestamptz(from)), Arg::new(timestamptz(to))];
+    if let Some(ids) = ids {
+        query.push_str(" AND device_id = ANY($3)");
+        args.push(Arg::new(ids.to_vec()));
+    }
+    for_each_row(spi, &query, &args, &mut |values, nulls| {
+        // SAFETY: the columns of PARTIAL_COLUMNS, in order: uuid (a pointer to 16 bytes) and
+        // timestamptz, then by-value numbers, and float8[] read with FromDatum.
+        unsafe {
+            let device = u128::from_be_bytes(*values[0].cast_mut_ptr::<[u8; 16]>());
+            let register = |at: usize| {
+                let flags = i16::from_datum(values[at + 2], nulls[at + 2]).unwrap_or(0);
+                let mut set_aside = [0.0; 4];
+                if let Some(v) = Vec::<f64>::from_datum(values[at + 3], nulls[at + 3]) {
+                    for (slot, x) in set_aside.iter_mut().zip(v) {
+                        *slot = x;
+                    }
+                }
+                RegisterPartial {
+                    delta: f64::from_datum(values[at], nulls[at]),
+                    covered: i64::from(i32::from_datum(values[at + 1], nulls[at + 1]).unwrap_or(0)),
+                    events: Quality::from_bits((flags & 0xff) as u8),
+                    has_reading: flags & HAS_READING != 0,
+                    set_aside,
+                }
+            };
+            take(
+                device,
+                Partial {
+                    start: i64::from_datum(values[1], nulls[1]).expect("bucket is NOT NULL")
+                        + PG_EPOCH_US,
+                    reading_count: i32::from_datum(values[2], nulls[2]).unwrap_or(0) as u32,
+                    power_sum: f64::from_datum(values[3], nulls[3]).unwrap_or(0.0),
+                    power_count: i32::from_datum(values[4], nulls[4]).unwrap_or(0) as u32,
+                    imported: register(5),
+                    exported: register(9),
+                },
+            );
+        }
+        true
+    });
+}
+
+/// Materialises the rollups of pending changes, up to `max_device_days` of windows.
+#[pg_extern(volatile)]
+fn refresh_energy_rollups(max_device_days: default!(i32, 400)) -> i64 {
+    if max_device_days <= 0 {
+        raise(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("max_device_days must be positive, got {max_device_days}"),
+        );
+    }
+    let defaults = crate::guc::energy_defaults();
+    defaults.validate().unwrap_or_else(|e| {
+        raise(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("invalid flux.energy_* setting: {e}"),
+        )
+    });
+    Spi::connect_mut(|spi| {
+        // One refresh at a time; another one finds nothing to do.
+        let locked = spi
+            .select(
+                "SELECT pg_catalog.pg_try_advisory_xact_lock('flux_internal.meter_rollup_pending'::pg_catalog.regclass::pg_catalog.oid::integer, 0)",
+                Some(1),
+                &[],
+            )
+            .unwrap_or_else(|e| spi_failed(e))
+            .first()
+            .get::<bool>(1)
+            .ok()
+            .flatten()
+            .unwrap_or(false);
+        if !locked {
+            return 0;
+        }
+        let key = defaults_key(&defaults);
+        let state = state(spi);
+        if state.energy_defaults.as_deref() != Some(key.as_str()) {
+            // Made with other defaults (or never): every device's buckets are stale.
+            spi.update(
+                "INSERT INTO flux_internal.meter_rollup_pending (device_id, lo, hi) \
+                 SELECT id, '-infinity', 'infinity' FROM flux.mg_device_registry",
+                None,
+                &[],
+            )
+            .unwrap_or_else(|e| spi_failed(e));
+            spi.update(
+                "UPDATE flux_internal.meter_rollup_state SET energy_defaults = $1",
+                None,
+                &[DatumWithOid::from(key.as_str())],
+            )
+            .unwrap_or_else(|e| spi_failed(e));
+        }
+        let taken: Vec<(Uuid, i64, i64)> = spi
+            .update(
+                "WITH picked AS (SELECT DISTINCT device_id FROM flux_internal.meter_rollup_pending LIMIT 1000) \
+                 DELETE FROM flux_internal.meter_rollup_pending p USING picked \
+                 WHERE p.device_id = picked.device_id RETURNING p.device_id, p.lo, p.hi",
+                None,
+                &[],
+            )
+            .unwrap_or_else(|e| spi_failed(e))
+            .map(|row| {
+                let time = |i: usize| {
+                    row.get::<TimestampWithTimeZone>(i)
+                        .ok()
+                        .flatten()
+                        .map_or(i64::MIN, micros_or_infinite)
+                };
+                (row.get::<Uuid>(1).ok().flatten().expect("NOT NULL"), time(2), time(3))
+            })
+            .collect();
+        if taken.is_empty() {
+            return 0;
+        }
+        let entries = resolve_infinite(spi, taken, state.raw_kept_from);
+        let stale = stale_windows(spi, entries, (state.raw_kept_from, i64::MAX));
+        let (now, later) = within_budget(stale, i64::from(max_device_days) * DAY_US);
+        if !later.is_empty() {
+            spi.update(
+                "INSERT INTO flux_internal.meter_rollup_pending (device_id, lo, hi) \
+                 SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::timestamptz[])",
+                None,
+                &unzip_windows(&later),
+            )
+            .unwrap_or_else(|e| spi_failed(e));
+        }
+        let mut ids: Vec<Uuid> = now
+            .keys()
+            .map(|&k| Uuid::from_bytes(k.to_be_bytes()))
+            .collect();
+        ids.dedup();
+        let devices = devices(spi, Some(&ids), &defaults, Unknown::Skip);
+        let mut rows = PartialRows::default();
+        recompute(spi, &devices, &now, |key, p| rows.push(key, p));
+        let buckets: i64 = now
+            .values()
+            .flatten()
+            .map(|(lo, hi)| (hi - lo) / PARTIAL_WIDTH)
+            .sum();
+        spi.update(
+            "DELETE FROM flux_internal.meter_rollup_5m r \
+             USING unnest($1::uuid[], $2::timestamptz[], $3::timestamptz[]) AS w(id, lo, hi) \
+             WHERE r.device_id = w.id AND r.bucket >= w.lo AND r.bucket < w.hi",
+            None,
+            &unzip_windows(&now),
+        )
+        .unwrap_or_else(|e| spi_failed(e));
+        rows.insert(spi);
+        buckets.max(1)
+    })
+}
+
+/// Replaces infinite bounds (every bucket of the device) by the device's first and last
+/// reading since `raw_kept_from`; devices without readings there are dropped.
+fn resolve_infinite(
+    spi: &SpiClient<'_>,
+    entries: Vec<(Uuid, i64, i64)>,
+    raw_kept_from: i64,
+) -> Vec<(Uuid, i64, i64)> {
+    let (finite, infinite): (Vec<_>, Vec<_>) = entries
+        .into_iter()
+        .partition(|&(_, lo, hi)| lo != i64::MIN && hi != i64::MAX);
+    let mut resolved = finite;
+    let mut ids: Vec<Uuid> = infinite.iter().map(|e| e.0).collect();
+    ids.sort_by_key(device_key);
+    ids.dedup();
+    if ids.is_empty() {
+        return resolved;
+    }
+    // -infinity when retention never dropped anything: all of the device's readings.
+    let from = (raw_kept_from != i64::MIN).then(|| timestamptz(raw_kept_from));
+    let table = spi
+        .select(
+            "SELECT d.id, \
+                    (SELECT min(time) FROM flux.mg_meter_readings \
+                     WHERE device_id = d.id AND time >= coalesce($2, '-infinity')), \
+                    (SELECT max(time) FROM flux.mg_meter_readings \
+                     WHERE device_id = d.id AND time >= coalesce($2, '-infinity')) \
+             FROM unnest($1::uuid[]) AS d(id)",
+            None,
+            &[DatumWithOid::from(ids), DatumWithOid::from(from)],
+        )
+        .unwrap_or_else(|e| spi_failed(e));
+    for row in table {
+        let id: Uuid = row.get(1).ok().flatten().expect("an id");
+        let lo = row.get::<TimestampWithTimeZone>(2).ok().flatten();
+        let hi = row.get::<TimestampWithTimeZone>(3).ok().flatten();
+        if let (Some(lo), Some(hi)) = (lo, hi) {
+            resolved.push((id, micros_or_infinite(lo), micros_or_infinite(hi)));
+        }
+    }
+    resolved
+}
+
+/// Splits the windows into those within `budget` µs (device time) and the rest, earliest
+/// first, cutting one window at a 5-minute edge if need be.
+type Windows = BTreeMap<u128, Vec<(i64, i64)>>;
+
+fn within_budget(stale: Windows, budget: i64) -> (Windows, Windows) {
+    let mut all: Vec<(i64, i64, u128)> = stale
+        .iter()
+        .flat_map(|(&k, w)| w.iter().map(move |&(lo, hi)| (lo, hi, k)))
+        .collect();
+    all.sort_unstable();
+    let (mut now, mut later) = (Windows::new(), Windows::new());
+    let mut left = budget;
+    for (lo, hi, key) in all {
+        if left <= 0 {
+            later.entry(key).or_default().push((lo, hi));
+        } else if hi - lo <= left {
+            left -= hi - lo;
+            now.entry(key).or_default().push((lo, hi));
+        } else {
+            let cut = floor_partial(lo + left).max(lo + PARTIAL_WIDTH);
+            left = 0;
+            now.entry(key).or_default().push((lo, cut));
+            if cut < hi {
+                later.entry(key).or_default().push((cut, hi));
+            }
+        }
+    }
+    for windows in now.values_mut() {
+        windows.sort_unstable();
+    }
+    (now, later)
+}
+
+/// The windows as query arguments: device ids, starts and ends.
+fn unzip_windows(windows: &Windows) -> [DatumWithOid<'static>; 3] {
+    let mut ids = Vec::new();
+    let mut los = Vec::new();
+    let mut his = Vec::new();
+    for (&key, w) in windows {
+        for &(lo, hi) in w {
+            ids.push(Uuid::from_bytes(key.to_be_bytes()));
+            los.push(timestamptz(lo));
+            his.push(timestamptz(hi));
+        }
+    }
+    [ids.into(), los.into(), his.into()]
+}
+
+/// Columns of rollup rows to insert, one array per column.
+#[derive(Default)]
+struct PartialRows {
+    device: Vec<Uuid>,
+    bucket: Vec<TimestampWithTimeZone>,
+    reading_count: Vec<i32>,
+    power_sum: Vec<f64>,
+    power_count: Vec<i32>,
+    registers: [RegisterColumns; 2],
+}
+
+#[derive(Default)]
+struct RegisterColumns {
+    delta: Vec<Option<f64>>,
+    covered: Vec<i32>,
+    flags: Vec<i16>,
+    set_aside: [Vec<f64>; 4],
+}
+
+impl PartialRows {
+    fn push(&mut self, key: u128, p: &Partial) {
+        self.device.push(Uuid::from_bytes(key.to_be_bytes()));
+        self.bucket.push(timestamptz(p.start));
+        self.reading_count
+            .push(p.reading_count.min(i32::MAX as u32) as i32);
+        self.power_sum.push(p.power_sum);
+        self.power_count
+            .push(p.power_count.min(i32::MAX as u32) as i32);
+        for (columns, r) in self.registers.iter_mut().zip([p.imported, p.exported]) {
+            columns.delta.push(r.delta);
+            // At most the 5-minute width, 3e8 µs.
+            columns.covered.push(r.covered as i32);
+            columns
+                .flags
+                .push(i16::from(r.events.bits()) | if r.has_reading { HAS_READING } else { 0 });
+            for (column, x) in columns.set_aside.iter_mut().zip(r.set_aside) {
+                column.push(x);
+            }
+        }
+    }
+
+    fn insert(self, spi: &mut SpiClient<'_>) {
+        if self.device.is_empty() {
+            return;
+        }
+        // Null when nothing was set aside, as in almost every bucket.
+        let set_aside = |r: &str| {
+            format!(
+                "CASE WHEN {r}0 = 0 AND {r}1 = 0 AND {r}2 = 0 AND {r}3 = 0 THEN NULL \
+                 ELSE ARRAY[{r}0, {r}1, {r}2, {r}3] END"
+            )
+        };
+        let query = format!(
+            "INSERT INTO flux_internal.meter_rollup_5m ({PARTIAL_COLUMNS}) \
+             SELECT d, b, n, ps, pc, id, ic, iflags, {}, ed, ec, eflags, {} \
+             FROM unnest($1::uuid[], $2::timestamptz[], $3::int4[], $4::float8[], $5::int4[], \
+                         $6::float8[], $7::int4[], $8::int2[], $9::float8[], $10::float8[], $11::float8[], $12::float8[], \
+                         $13::float8[], $14::int4[], $15::int2[], $16::float8[], $17::float8[], $18::float8[], $19::float8[]) \
+                  AS u(d, b, n, ps, pc, id, ic, iflags, i0, i1, i2, i3, ed, ec, eflags, e0, e1, e2, e3)",
+            set_aside("i"),
+            set_aside("e"),
+        );
+        let mut args: Vec<DatumWithOid> = vec![
+            self.device.into(),
+            self.bucket.into(),
+            self.reading_count.into(),
+            self.power_sum.into(),
+            self.power_count.into(),
+        ];
+        for columns in self.registers {
+            args.push(columns.delta.into());
+            args.push(columns.covered.into());
+            args.push(columns.flags.into());
+            for column in columns.set_aside {
+                args.push(column.into());
+            }
+        }
+        spi.update(&query, None, &args)
+            .unwrap_or_else(|e| spi_failed(e));
+    }
+}
+
+#[pg_schema]
+mod flux_internal {
+    use super::*;
+
+    /// Whether no pending change can alter a rollup bucket before `upper`, and the rollups
+    /// were made with the flux.energy_* defaults in force: retention may then drop the raw
+    /// meter readings before `upper`.
+    #[pg_extern(stable)]
+    fn rollups_current_before(upper: TimestampWithTimeZone) -> bool {
+        let upper = micros_or_infinite(upper);
+        let defaults = crate::guc::energy_defaults();
+        Spi::connect(|spi| {
+            let state = state(spi);
+            if state.energy_defaults.as_deref() != Some(defaults_key(&defaults).as_str()) {
+                return false;
+            }
+            let entries = pending(spi, None, None, upper);
+            stale_windows(spi, entries, (state.raw_kept_from, upper)).is_empty()
+        })
+    }
+}
