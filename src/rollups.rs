@@ -122,6 +122,7 @@ pub(crate) fn device_buckets(
     let stale = stale_windows(
         spi,
         entries,
+        state.raw_kept_from,
         (grid.start().max(state.raw_kept_from), grid.end()),
     );
 
@@ -206,11 +207,21 @@ fn pending(
 
 /// Per device (by key), the 5-minute-aligned windows, ascending and disjoint, inside `clip`,
 /// whose buckets the pending changes make stale.
+///
+/// Changes of readings before `raw_kept_from` (written into a period retention dropped) are
+/// left out: the buckets there and just after it were computed with the readings retention
+/// dropped, and recomputing them without those would lose what they know.
 fn stale_windows(
     spi: &SpiClient<'_>,
-    mut entries: Vec<(Uuid, i64, i64)>,
+    entries: Vec<(Uuid, i64, i64)>,
+    raw_kept_from: i64,
     clip: (i64, i64),
 ) -> BTreeMap<u128, Vec<(i64, i64)>> {
+    let mut entries: Vec<(Uuid, i64, i64)> = entries
+        .into_iter()
+        .filter(|&(_, _, hi)| hi >= raw_kept_from)
+        .map(|(id, lo, hi)| (id, lo.max(raw_kept_from), hi))
+        .collect();
     entries.sort_by_key(|&(id, lo, _)| (device_key(&id), lo));
     let mut clusters: Vec<(Uuid, i64, i64)> = Vec::new();
     for (id, lo, hi) in entries {
@@ -450,7 +461,12 @@ fn refresh_energy_rollups(max_device_days: default!(i32, 400)) -> i64 {
             return 0;
         }
         let entries = resolve_infinite(spi, taken, state.raw_kept_from);
-        let stale = stale_windows(spi, entries, (state.raw_kept_from, i64::MAX));
+        let stale = stale_windows(
+            spi,
+            entries,
+            state.raw_kept_from,
+            (state.raw_kept_from, i64::MAX),
+        );
         let (now, later) = within_budget(stale, i64::from(max_device_days) * DAY_US);
         if !later.is_empty() {
             spi.update(
@@ -676,7 +692,13 @@ mod flux_internal {
                 return false;
             }
             let entries = pending(spi, None, None, upper);
-            stale_windows(spi, entries, (state.raw_kept_from, upper)).is_empty()
+            stale_windows(
+                spi,
+                entries,
+                state.raw_kept_from,
+                (state.raw_kept_from, upper),
+            )
+            .is_empty()
         })
     }
 }
