@@ -40,7 +40,27 @@ struct State {
     energy_defaults: Option<String>,
 }
 
+/// The state row; the defaults are none before `ALTER EXTENSION flux UPDATE` to 0.3.0 (the
+/// library serves older schemas, which have no rollups, from raw readings).
 fn state(spi: &SpiClient<'_>) -> State {
+    let installed = spi
+        .select(
+            "SELECT pg_catalog.to_regclass('flux_internal.meter_rollup_state') IS NOT NULL",
+            Some(1),
+            &[],
+        )
+        .unwrap_or_else(|e| spi_failed(e))
+        .first()
+        .get::<bool>(1)
+        .ok()
+        .flatten()
+        .unwrap_or(false);
+    if !installed {
+        return State {
+            raw_kept_from: i64::MIN,
+            energy_defaults: None,
+        };
+    }
     let row = spi
         .select(
             "SELECT raw_kept_from, energy_defaults FROM flux_internal.meter_rollup_state",
@@ -230,20 +250,23 @@ fn stale_windows(
             _ => clusters.push((id, lo, hi)),
         }
     }
-    let finite = |f: fn(&(Uuid, i64, i64)) -> i64, shift: i64| -> Vec<(usize, (Uuid, i64))> {
-        clusters
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| f(c) != i64::MIN && f(c) != i64::MAX)
-            .map(|(i, c)| (i, (c.0, f(c) + shift)))
-            .collect()
-    };
     let mut reach: Vec<(i64, i64)> = clusters.iter().map(|c| (c.1, c.2)).collect();
+    // A side is probed only where the clip does not already end the window: a query about
+    // yesterday probes today's fresh changes before them, never after.
+    let before: Vec<(usize, (Uuid, i64))> = clusters
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.1 > clip.0)
+        .map(|(i, c)| (i, (c.0, c.1)))
+        .collect();
     // Readings strictly after `hi` are the context after it.
-    for (side, at) in [
-        (Side::Before, finite(|c| c.1, 0)),
-        (Side::After, finite(|c| c.2, 1)),
-    ] {
+    let after: Vec<(usize, (Uuid, i64))> = clusters
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.2 < clip.1)
+        .map(|(i, c)| (i, (c.0, c.2 + 1)))
+        .collect();
+    for (side, at) in [(Side::Before, before), (Side::After, after)] {
         let asked: Vec<(Uuid, i64)> = at.iter().map(|a| a.1).collect();
         for ((i, _), edge) in at.iter().zip(context_reach(spi, &asked, side)) {
             if let Some(edge) = edge {

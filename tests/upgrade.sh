@@ -59,13 +59,13 @@ ORDER BY line;
 SQL
 }
 
-# Calls every read function of the extension on the stored data.
+# Calls every read function of the extension on the stored data: rows and energy.
 calls_of() {
     flux_psql_db "$1" -Atc "
-        SELECT count(*) FROM flux.get_meter_readings_5m('2024-01-01', '2024-01-02', NULL)
-        UNION ALL SELECT count(*) FROM flux.get_meter_readings_30m('2024-01-01', '2024-01-02', NULL)
-        UNION ALL SELECT count(*) FROM flux.meter_energy_buckets('2024-01-01', '2024-01-02', interval '1 hour', NULL)
-        UNION ALL SELECT count(*) FROM flux.settlement_period('2024-01-01T12:00Z')"
+        SELECT count(*) || ' ' || round(sum(energy_imported_active_delta)::numeric, 6) FROM flux.get_meter_readings_5m('2024-01-01', '2024-01-02', NULL)
+        UNION ALL SELECT count(*) || ' ' || round(sum(energy_imported_active_delta)::numeric, 6) FROM flux.get_meter_readings_30m('2024-01-01', '2024-01-02', NULL)
+        UNION ALL SELECT count(*) || ' ' || round(sum(energy_imported_active_delta)::numeric, 6) FROM flux.meter_energy_buckets('2024-01-01', '2024-01-02', interval '1 hour', NULL)
+        UNION ALL SELECT count(*)::text FROM flux.settlement_period('2024-01-01T12:00Z')"
 }
 
 # Every stored row, in a stable order, as one checksum per table.
@@ -119,18 +119,23 @@ VALUES ('2024-01-01T12:00:00Z', 1, -150.5, '{"confidence": 0.85, "settlement_per
 SQL
     before=$(data_of "$db")
     # The current library serves the old schema until the update: its functions still work.
-    calls_of "$db" >/dev/null || { say "FAIL $version: its functions fail on the current library"; failures=$((failures + 1)); }
+    energy_before=$(calls_of "$db") || { say "FAIL $version: its functions fail on the current library"; failures=$((failures + 1)); }
     # In a session whose date style prints zone abbreviations that read back wrong (CST is
     # US Central to PostgreSQL): the conversion must not depend on the session.
     flux_psql_db "$db" -c "SET DateStyle = 'SQL, DMY'" -c "SET TimeZone = 'Asia/Shanghai'" \
         -c "ALTER EXTENSION flux UPDATE" -c "SELECT count(*) FROM flux.run_maintenance()" >/dev/null
     after=$(data_of "$db")
     got_version=$(flux_psql_db "$db" -Atc "SELECT extversion FROM pg_extension WHERE extname = 'flux'")
-    calls_of "$db" >/dev/null || { say "FAIL $version: the updated functions fail"; failures=$((failures + 1)); }
+    # Maintenance materialised the energy rollups of the stored readings: same figures.
+    energy_after=$(calls_of "$db") || { say "FAIL $version: the updated functions fail"; failures=$((failures + 1)); }
+    rollup_rows=$(flux_psql_db "$db" -Atc "SELECT count(*) FROM flux_internal.meter_rollup_5m")
     if [[ $got_version != "$current" ]]; then
         say "FAIL $version: after UPDATE the version is $got_version, not $current"; failures=$((failures + 1))
     elif [[ $before != "$after" ]]; then
         say "FAIL $version: stored data changed during the update"; diff <(echo "$before") <(echo "$after") >&2 || true
+        failures=$((failures + 1))
+    elif [[ $energy_before != "$energy_after" ]] || ((rollup_rows < 288)); then
+        say "FAIL $version: the energy figures changed ($rollup_rows rollup rows)"; diff <(echo "$energy_before") <(echo "$energy_after") >&2 || true
         failures=$((failures + 1))
     elif [[ $(flux_psql_db "$db" -Atc "SELECT count(*) FROM flux_internal.time_partitions('flux.mg_bess_readings') p
                                         WHERE p.upper > now() - interval '31 days' AND p.upper - p.lower > interval '1 day'") != 0 ]]; then

@@ -183,13 +183,19 @@ test('moves take turns for the cluster-wide replication origin, waiting at most 
   }
 });
 
-test('retention drops whole partitions past the horizon; meter readings stay until their energy is kept', async () => {
+test('retention drops whole partitions past the horizon; meter readings go once the rollups keep their energy', async () => {
   const [bess, meter] = await Promise.all([registerDevice({ type: 'bess' }), registerDevice()]);
   await sql(`SELECT * FROM flux.create_partitions('flux.mg_bess_readings', '2001-01-01', '2001-01-04')`);
   await sql(`SELECT * FROM flux.create_partitions('flux.mg_meter_readings', '2001-01-01', '2001-01-04')`);
   const day = (d) => `2001-01-0${d}T12:00:00Z`;
   assert.equal((await service('/mg_bess_readings', { method: 'POST', body: [1, 2, 3].map((d) => ({ device_id: bess.id, time: day(d), soe: d })) })).status, 201);
   assert.equal((await service('/mg_meter_readings', { method: 'POST', body: [1, 2, 3].map((d) => ({ device_id: meter.id, time: day(d), energy_imported_active: d })) })).status, 201);
+  const energy = async () => (await api('/rpc/get_meter_readings_30m', {
+    method: 'POST', body: { start_time: '2001-01-01T00:00:00Z', end_time: '2001-01-04T00:00:00Z', device_ids: [meter.id] },
+  })).body;
+  const total = (rows) => rows.reduce((s, r) => s + r.energy_imported_active_delta, 0);
+  const before = await energy();
+  assert.ok(Math.abs(total(before) - 2) < 1e-9, JSON.stringify(before));
   const keptFrom = '2001-01-03T00:00:00Z';
   try {
     // Keep everything from 2001-01-03 on: the partitions of January 1 and 2 are past it.
@@ -198,18 +204,49 @@ test('retention drops whole partitions past the horizon; meter readings stay unt
     }
     const actions = await maintain();
     const dropped = actions.filter((a) => a.action === 'dropped').map((a) => a.partition_name);
-    assert.ok(dropped.includes('flux_partitions.mg_bess_readings_p20010101'), JSON.stringify(actions));
-    assert.ok(dropped.includes('flux_partitions.mg_bess_readings_p20010102'), JSON.stringify(actions));
-    assert.ok(!dropped.some((p) => p.includes('mg_meter_readings')), 'no meter partition before its energy is kept');
+    for (const table of ['mg_bess_readings', 'mg_meter_readings']) {
+      for (const d of [1, 2]) assert.ok(dropped.includes(`flux_partitions.${table}_p2001010${d}`), JSON.stringify(actions));
+    }
     const bessLeft = await sql('SELECT soe FROM flux.mg_bess_readings WHERE device_id = $1 ORDER BY time', [bess.id]);
     assert.deepEqual(bessLeft.map((r) => r.soe), [3]);
     const meterLeft = await sql('SELECT count(*)::int AS n FROM flux.mg_meter_readings WHERE device_id = $1', [meter.id]);
-    assert.equal(meterLeft[0].n, 3);
+    assert.equal(meterLeft[0].n, 1);
+    // The energy of the dropped days is kept, bucket by bucket.
+    const kept = await energy();
+    assert.deepEqual(kept.map((r) => r.time_b), before.map((r) => r.time_b));
+    kept.forEach((r, i) => assert.ok(Math.abs(r.energy_imported_active_delta - before[i].energy_imported_active_delta) < 1e-9, JSON.stringify([r, before[i]])));
     // Nothing newer than the horizon went, and a second round has nothing to drop.
     assert.ok(!actions.some((a) => a.action === 'dropped' && a.partition_name.endsWith('p20010103')));
     assert.ok(!(await maintain()).some((a) => a.action === 'dropped'));
   } finally {
     for (const table of ['mg_bess_readings', 'mg_meter_readings']) await sql(`SELECT flux.set_retention('flux.${table}', NULL)`);
+  }
+});
+
+test('meter readings whose energy the rollups do not keep yet stay past the horizon', async () => {
+  const meter = await registerDevice();
+  await sql(`SELECT * FROM flux.create_partitions('flux.mg_meter_readings', '2001-02-01', '2001-02-03')`);
+  assert.equal((await service('/mg_meter_readings', { method: 'POST', body: [1, 2].map((d) => ({ device_id: meter.id, time: `2001-02-0${d}T12:00:00Z`, energy_imported_active: d })) })).status, 201);
+  try {
+    // The worker would refresh the rollups under the test's feet.
+    await sql('ALTER SYSTEM SET flux.maintenance_interval = 0');
+    await sql('SELECT pg_reload_conf()');
+    // Rollups made with other flux.energy_* settings than maintenance runs with keep nothing.
+    await sql(`UPDATE flux_internal.meter_rollup_state SET energy_defaults = 'other settings'`);
+    await sql(`SELECT flux.set_retention('flux.mg_meter_readings', now() - '2001-02-02'::timestamptz)`);
+    const [{ kept }] = await sql(`SELECT flux_internal.energy_kept_before('2001-02-02') AS kept`);
+    assert.equal(kept, false);
+    // Refreshes by hand with the same settings make them current, and then they do.
+    await until('the rollups are current', async () => {
+      await sql('SELECT flux.refresh_energy_rollups(100000)');
+      return (await sql(`SELECT flux_internal.energy_kept_before('2001-02-02') AS kept`))[0].kept;
+    });
+    const dropped = (await maintain()).filter((a) => a.action === 'dropped').map((a) => a.partition_name);
+    assert.ok(dropped.includes('flux_partitions.mg_meter_readings_p20010201'), JSON.stringify(dropped));
+  } finally {
+    await sql(`SELECT flux.set_retention('flux.mg_meter_readings', NULL)`);
+    await sql('ALTER SYSTEM RESET flux.maintenance_interval');
+    await sql('SELECT pg_reload_conf()');
   }
 });
 
