@@ -15,7 +15,7 @@ INSERT INTO flux.mg_meter_readings (device_id, time, power_total_active, energy_
 SELECT ('00000000-0000-4000-8000-' || lpad(to_hex(d), 12, '0'))::uuid,
        :start::timestamptz + s * :interval * interval '1 second',
        100 + 50 * sin(s * :interval / 13750.0 + d),
-       1000 * d + s * :interval * (100 + d) / 3600.0 - CASE WHEN s % 97 = 0 THEN 0.02 ELSE 0 END,
+       1000 * d + s::float8 * :interval * (100 + d) / 3600 - CASE WHEN s % 97 = 0 THEN 0.02 ELSE 0 END,
        500 * d + s * :interval * 0.0001
 FROM generate_series(0, :days * 86400 / :interval - 1) s
 CROSS JOIN generate_series(1, :meters) d
