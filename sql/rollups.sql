@@ -113,9 +113,12 @@ CREATE TRIGGER log_parameter_change_for_rollups
     FOR EACH ROW WHEN (OLD.metadata IS DISTINCT FROM NEW.metadata)
     EXECUTE FUNCTION flux_internal.log_device_parameter_change();
 
--- Callers read rollups of the devices the registry shows them, as they read readings.
+-- Every role reads the rollups of the devices the registry shows it: the energy functions run
+-- as the caller, and a project's own roles (granted the flux tables) call them too. A project
+-- that hides some readings of a device it shows turns the rollups off for such roles
+-- (ALTER ROLE ... SET flux.energy_rollups = off).
 GRANT SELECT ON flux_internal.meter_rollup_5m, flux_internal.meter_rollup_pending,
-    flux_internal.meter_rollup_state TO anon, authenticated, service_role;
+    flux_internal.meter_rollup_state TO PUBLIC;
 ALTER TABLE flux_internal.meter_rollup_5m ENABLE ROW LEVEL SECURITY;
 ALTER TABLE flux_internal.meter_rollup_pending ENABLE ROW LEVEL SECURITY;
 ALTER TABLE flux_internal.meter_rollup_state ENABLE ROW LEVEL SECURITY;
