@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# ./flux bench [energy|edge|realtime|ingest|partitions|soak|upgrade] [options] — run the benchmarks
+# ./flux bench [energy|rollups|edge|realtime|ingest|partitions|soak|upgrade] [options] — run the benchmarks
 # against the running stack (./flux up).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -9,6 +9,7 @@ which=${1:-all}
 [[ $# -gt 0 ]] && shift
 case $which in
     energy) node "$root/bench/energy/run.mjs" "$@" ;;
+    rollups) node "$root/bench/rollups/run.mjs" "$@" ;;
     edge) "$root/bench/edge/run.sh" "$@" ;;
     realtime) "$root/bench/realtime/run.sh" "$@" ;;
     ingest) node "$root/bench/ingest/run.mjs" "$@" ;;
@@ -17,6 +18,7 @@ case $which in
     upgrade) node "$root/bench/upgrade/run.mjs" "$@" ;;
     all)
         node "$root/bench/energy/run.mjs"
+        node "$root/bench/rollups/run.mjs"
         "$root/bench/edge/run.sh"
         "$root/bench/realtime/run.sh"
         node "$root/bench/ingest/run.mjs"
@@ -24,5 +26,5 @@ case $which in
         node "$root/bench/soak/run.mjs"
         node "$root/bench/upgrade/run.mjs"
         ;;
-    *) echo "usage: ./flux bench [energy|edge|realtime|ingest|partitions|soak|upgrade] [options]" >&2; exit 2 ;;
+    *) echo "usage: ./flux bench [energy|rollups|edge|realtime|ingest|partitions|soak|upgrade] [options]" >&2; exit 2 ;;
 esac

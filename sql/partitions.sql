@@ -403,26 +403,13 @@ DECLARE
     far_future timestamptz;
     made record;
     k integer;
-    refreshed bigint;
     t timestamptz;
     expired record;
 BEGIN
     table_name := parent;
-    -- 0. The energy rollups of changed meter readings, before retention may drop any. The
-    -- refresh has a lock of its own: when another one runs, it returns 0 at once.
-    IF parent = 'flux.mg_meter_readings'::regclass THEN
-        refreshed := flux.refresh_energy_rollups();
-        IF refreshed > 0 THEN
-            action := 'rollups refreshed';
-            detail := format('%s five-minute buckets', refreshed);
-            RETURN NEXT;
-            RETURN;
-        END IF;
-    END IF;
-
+    PERFORM set_config('lock_timeout', current_setting('flux.maintenance_lock_timeout'), true);
     -- Two maintainers (the worker, someone by hand) take turns per table; a step is short.
     PERFORM pg_advisory_xact_lock('flux_internal.partition_config'::regclass::oid::int, parent::oid::int);
-    PERFORM set_config('lock_timeout', current_setting('flux.maintenance_lock_timeout'), true);
 
     -- 1. The current partition and `premake` more.
     t := now();
@@ -511,7 +498,9 @@ $$;
 -- The background worker's step, which it commits, on the tables not in `skip`. A table whose
 -- step fails (a lock not granted in time, a partition someone's view depends on) is reported
 -- as 'failed' with the error; the worker then skips it for the rest of the round, so that the
--- others are still maintained and the failure is not retried at every step.
+-- others are still maintained and the failure is not retried at every step. Once the tables
+-- have nothing to do, the energy rollups of the changes logged before the round began (the
+-- worker's start): a round ends under steady ingest.
 CREATE FUNCTION flux_internal.maintenance_worker_step(skip regclass[])
 RETURNS TABLE (table_name regclass, action text, partition_name text, detail text)
 LANGUAGE plpgsql
@@ -519,6 +508,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     parent regclass;
+    refreshed bigint;
 BEGIN
     FOR parent IN SELECT t FROM flux_internal.partitioned_tables() t WHERE t <> ALL (skip) LOOP
         BEGIN
@@ -534,6 +524,21 @@ BEGIN
             RETURN;
         END;
     END LOOP;
+    table_name := 'flux.mg_meter_readings'::regclass;
+    IF table_name <> ALL (skip) THEN
+        BEGIN
+            refreshed := flux.refresh_energy_rollups(400, (SELECT a.backend_start FROM pg_stat_activity a WHERE a.pid = pg_backend_pid()));
+            IF refreshed > 0 THEN
+                action := 'rollups refreshed';
+                detail := format('%s five-minute buckets', refreshed);
+                RETURN NEXT;
+            END IF;
+        EXCEPTION WHEN OTHERS THEN
+            action := 'failed';
+            detail := format('refreshing the energy rollups: %s (SQLSTATE %s)', SQLERRM, SQLSTATE);
+            RETURN NEXT;
+        END;
+    END IF;
 END
 $$;
 
@@ -545,7 +550,16 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     steps integer := 0;
+    refreshed bigint;
 BEGIN
+    -- First one bounded refresh of the energy rollups (400 device-days), so that retention
+    -- below may drop the meter readings whose energy it made current. A larger backlog is the
+    -- worker's, or flux.refresh_energy_rollups' called again: this is one transaction.
+    refreshed := flux.refresh_energy_rollups(400, now());
+    IF refreshed > 0 THEN
+        RETURN QUERY SELECT 'flux.mg_meter_readings'::regclass, 'rollups refreshed', NULL::text,
+                            format('%s five-minute buckets', refreshed);
+    END IF;
     LOOP
         RETURN QUERY SELECT * FROM flux_internal.maintenance_step();
         EXIT WHEN NOT FOUND;
@@ -559,7 +573,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION flux.run_maintenance() IS
-    'One round of partition maintenance by hand, in this transaction: creates partitions ahead of time, drops partitions past the retention horizon, moves rows out of the default partitions, and turns off the per-row reference checks of partitions attached by hand. Returns what it did. The background worker runs the same steps every flux.maintenance_interval.';
+    'One round of maintenance by hand, in this transaction: refreshes the energy rollups (at most 400 device-days), creates partitions ahead of time, drops partitions past the retention horizon, moves rows out of the default partitions, and turns off the per-row reference checks of partitions attached by hand. Returns what it did. The background worker runs the same steps every flux.maintenance_interval.';
 
 REVOKE ALL ON FUNCTION flux.set_partition_interval(regclass, interval), flux.set_retention(regclass, interval),
     flux.run_maintenance(), flux.create_partitions(regclass, timestamptz, timestamptz) FROM PUBLIC;

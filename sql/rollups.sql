@@ -37,7 +37,9 @@ COMMENT ON TABLE flux_internal.meter_rollup_5m IS
 CREATE TABLE flux_internal.meter_rollup_pending (
     device_id uuid NOT NULL,
     lo timestamptz NOT NULL,
-    hi timestamptz NOT NULL
+    hi timestamptz NOT NULL,
+    -- A maintenance round refreshes what was logged before it began, so that it ends.
+    logged_at timestamptz NOT NULL DEFAULT now()
 );
 
 -- One row: readings before raw_kept_from were dropped by retention (their energy lives on
@@ -129,8 +131,11 @@ CREATE POLICY visible_devices ON flux_internal.meter_rollup_pending FOR SELECT
     USING (device_id IN (SELECT d.id FROM flux.mg_device_registry d));
 CREATE POLICY read_all ON flux_internal.meter_rollup_state FOR SELECT USING (true);
 
-ALTER FUNCTION flux.refresh_energy_rollups(integer) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
-REVOKE ALL ON FUNCTION flux.refresh_energy_rollups(integer) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION flux.refresh_energy_rollups(integer) TO service_role;
-COMMENT ON FUNCTION flux.refresh_energy_rollups(integer) IS
-    'Materialises the 5-minute energy rollups of the meter readings changed since the last refresh, for at most max_device_days device-days of readings; returns the number of buckets written (0: nothing was pending, or another refresh is running). The maintenance worker calls it every round; the energy RPCs are current either way.';
+-- JIT compiles the context queries over hundreds of devices and partitions for seconds and
+-- saves nothing (measured: a refresh of 1,000 meters took 3.5 s with it, 0.7 s without).
+ALTER FUNCTION flux.refresh_energy_rollups(integer, timestamptz) SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET jit = off;
+ALTER FUNCTION flux_internal.rollups_current_before(timestamptz) SET jit = off;
+REVOKE ALL ON FUNCTION flux.refresh_energy_rollups(integer, timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION flux.refresh_energy_rollups(integer, timestamptz) TO service_role;
+COMMENT ON FUNCTION flux.refresh_energy_rollups(integer, timestamptz) IS
+    'Materialises the 5-minute energy rollups of the meter readings changed since the last refresh (of the changes logged before logged_before, if given), for at most max_device_days device-days of readings; returns the number of buckets recomputed (0: nothing was pending, or another refresh is running). The maintenance worker calls it every round; the energy RPCs are current either way.';

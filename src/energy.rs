@@ -461,12 +461,21 @@ pub(crate) fn aggregate_devices(
         true
     });
 
-    for state in states.iter_mut().filter(|s| !s.in_order) {
-        state.aggregator = None;
-        state.last = None;
-        push_context(spi, std::slice::from_mut(state), grid, Side::Before);
-        push_range_in_order(spi, state, grid);
+    // The devices read out of time order, all at once: their context again, then their range
+    // through the index, ordered.
+    let (mut reread, kept): (Vec<DeviceState>, Vec<DeviceState>) =
+        states.into_iter().partition(|s| !s.in_order);
+    if !reread.is_empty() {
+        for state in &mut reread {
+            state.aggregator = None;
+            state.last = None;
+        }
+        push_context(spi, &mut reread, grid, Side::Before);
+        push_range_in_order(spi, &mut reread, grid);
     }
+    let mut states = kept;
+    states.append(&mut reread);
+    states.sort_unstable_by_key(|s| device_key(&s.id));
     push_context(spi, &mut states, grid, Side::After);
     states
         .into_iter()
@@ -500,17 +509,22 @@ fn push_context(spi: &SpiClient<'_>, states: &mut [DeviceState], grid: Grid, sid
     };
     let at: Vec<(Uuid, i64)> = states.iter().map(|s| (s.id, grid_edge)).collect();
     let edges = context_reach(spi, &at, side);
-    let (with_context, edges): (Vec<Uuid>, Vec<TimestampWithTimeZone>) = states
+    let (with_context, edges): (Vec<Uuid>, Vec<i64>) = states
         .iter()
         .zip(&edges)
-        .filter_map(|(s, e)| e.map(|e| (s.id, timestamptz(e))))
+        .filter_map(|(s, e)| e.map(|e| (s.id, e)))
         .unzip();
-    if with_context.is_empty() {
+    // The farthest edge bounds the scan by a constant too, which the planner prunes with.
+    let farthest = match side {
+        Side::Before => edges.iter().min(),
+        Side::After => edges.iter().max(),
+    };
+    let Some(&farthest) = farthest else {
         return;
-    }
+    };
     let span = match side {
-        Side::Before => "r.time >= d.edge AND r.time < $3",
-        Side::After => "r.time >= $3 AND r.time <= d.edge",
+        Side::Before => "r.time >= d.edge AND r.time < $3 AND r.time >= $4",
+        Side::After => "r.time >= $3 AND r.time <= d.edge AND r.time <= $4",
     };
     // LATERAL, so that each device reads only the partitions between its edge and the grid.
     let query = format!(
@@ -527,8 +541,9 @@ fn push_context(spi: &SpiClient<'_>, states: &mut [DeviceState], grid: Grid, sid
         &query,
         &[
             Arg::new(with_context),
-            Arg::new(edges),
+            Arg::new(edges.into_iter().map(timestamptz).collect::<Vec<_>>()),
             Arg::new(timestamptz(grid_edge)),
+            Arg::new(timestamptz(farthest)),
         ],
         |device, r| {
             if let Ok(i) = keys.binary_search(&device) {
@@ -549,6 +564,9 @@ pub(crate) fn context_reach(
     side: Side,
 ) -> Vec<Option<i64>> {
     let mut reach: Vec<Option<i64>> = vec![None; at.len()];
+    if at.is_empty() {
+        return reach;
+    }
     let mut pending: Vec<usize> = (0..at.len()).collect();
     for (pass, &days) in CONTEXT_WINDOW_DAYS.iter().enumerate() {
         let last_pass = pass + 1 == CONTEXT_WINDOW_DAYS.len();
@@ -581,14 +599,16 @@ fn context_edges(
 ) -> Vec<(bool, Option<i64>)> {
     let (range, order, farthest, nearest, edge) = match side {
         Side::Before => (
-            "time < d.edge AND time >= d.edge - make_interval(days => $3)",
+            "time < d.edge AND time >= d.edge - make_interval(days => $3) \
+             AND time >= $5 AND time < $6",
             "DESC",
             "min",
             "max",
             "least",
         ),
         Side::After => (
-            "time >= d.edge AND time < d.edge + make_interval(days => $3)",
+            "time >= d.edge AND time < d.edge + make_interval(days => $3) \
+             AND time >= $5 AND time < $6",
             "ASC",
             "max",
             "min",
@@ -602,6 +622,23 @@ fn context_edges(
                  WHERE device_id = d.id AND {range} AND {column} IS NOT NULL \
                  ORDER BY time {order} LIMIT $4) k) {alias}"
         )
+    };
+    // The constant bounds of all windows ($5, $6) let the planner prune the partitions no
+    // window reaches: the per-device edges, from LATERAL, prune only at run time, after every
+    // partition was planned.
+    let first = at
+        .iter()
+        .map(|a| a.1)
+        .min()
+        .expect("context_reach skips empty input");
+    let last = at
+        .iter()
+        .map(|a| a.1)
+        .max()
+        .expect("context_reach skips empty input");
+    let (from, to) = match side {
+        Side::Before => (first - days * DAY_US, last),
+        Side::After => (first, last + days * DAY_US),
     };
     let query = format!(
         "SELECT i.n >= $4 AND e.n >= $4, \
@@ -621,6 +658,8 @@ fn context_edges(
             DatumWithOid::from(at.iter().map(|a| timestamptz(a.1)).collect::<Vec<_>>()),
             DatumWithOid::from(days as i32),
             DatumWithOid::from(CONTEXT_READINGS as i64),
+            DatumWithOid::from(timestamptz(from)),
+            DatumWithOid::from(timestamptz(to)),
         ],
     )
     .unwrap_or_else(|e| spi_failed(e))
@@ -636,21 +675,25 @@ fn context_edges(
     .collect()
 }
 
-/// Pushes the readings inside the grid in time order (an index scan).
-fn push_range_in_order(spi: &SpiClient<'_>, state: &mut DeviceState, grid: Grid) {
-    let id = state.id;
+/// Pushes the readings inside the grid of every device of `states` (sorted by id) in time
+/// order (index scans).
+fn push_range_in_order(spi: &SpiClient<'_>, states: &mut [DeviceState], grid: Grid) {
+    let keys: Vec<u128> = states.iter().map(|s| device_key(&s.id)).collect();
     for_each_reading(
         spi,
         &format!(
-            "{READING_COLUMNS} WHERE device_id = $1 AND time >= $2 AND time < $3 ORDER BY time"
+            "{READING_COLUMNS} WHERE device_id = ANY($1) AND time >= $2 AND time < $3 \
+             ORDER BY device_id, time"
         ),
         &[
-            Arg::new(id),
+            Arg::new(states.iter().map(|s| s.id).collect::<Vec<_>>()),
             Arg::new(timestamptz(grid.start())),
             Arg::new(timestamptz(grid.end())),
         ],
-        |_, r| {
-            state.push(grid, r);
+        |device, r| {
+            if let Ok(i) = keys.binary_search(&device) {
+                states[i].push(grid, r);
+            }
             true
         },
     );

@@ -51,7 +51,12 @@ extension_sql_file!(
 extension_sql_file!(
     "../sql/rollups.sql",
     name = "rollups",
-    requires = ["tables", "security", rollups::refresh_energy_rollups]
+    requires = [
+        "tables",
+        "security",
+        rollups::refresh_energy_rollups,
+        rollups::flux_internal::rollups_current_before
+    ]
 );
 extension_sql_file!(
     "../sql/security.sql",

@@ -187,6 +187,44 @@ mod tests {
     }
 
     #[pg_test]
+    fn rollups_give_what_raw_readings_give() {
+        let readings: Vec<(i64, f64)> = (0..600)
+            .map(|i| {
+                (
+                    i * 4 + i % 5,
+                    500.0 + (i as f64) * 0.9 + if i == 300 { 700.0 } else { 0.0 },
+                )
+            })
+            .collect();
+        let id = meter(1, r#"{"max_power_kw": 100}"#, &readings);
+        let query = format!(
+            "SELECT * FROM flux.meter_energy_buckets({AT} + interval '7 hours', {AT} + interval '2 days', \
+             interval '1 hour', ARRAY['{id}'::uuid])"
+        );
+        run("SET flux.energy_rollups = off");
+        run(&format!("CREATE TEMP TABLE raw AS {query}"));
+        run("RESET flux.energy_rollups");
+        assert!(one::<i64>("SELECT flux.refresh_energy_rollups()").unwrap() > 0);
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM flux_internal.meter_rollup_pending"),
+            Some(0)
+        );
+        assert!(one::<i64>("SELECT count(*) FROM flux_internal.meter_rollup_5m").unwrap() > 400);
+        run(&format!("CREATE TEMP TABLE rolled AS {query}"));
+        let differing = one::<i64>(
+            "SELECT count(*) FROM raw r FULL JOIN rolled o USING (time_b, device_id) \
+             WHERE r.time_b IS NULL OR o.time_b IS NULL OR r.reading_count <> o.reading_count \
+                OR abs(r.energy_imported_active_delta - o.energy_imported_active_delta) > 1e-9 \
+                OR r.energy_imported_active_quality <> o.energy_imported_active_quality \
+                OR r.energy_imported_active_coverage <> o.energy_imported_active_coverage \
+                OR abs(r.energy_imported_active_set_aside - o.energy_imported_active_set_aside) > 1e-9 \
+                OR abs(r.power_total_active_avg - o.power_total_active_avg) > 1e-9",
+        );
+        assert_eq!(differing, Some(0));
+        assert!(one::<i64>("SELECT count(*) FROM rolled").unwrap() > 30);
+    }
+
+    #[pg_test]
     fn a_bucket_does_not_depend_on_the_query_range() {
         let readings: Vec<(i64, f64)> = (0..300)
             .map(|i| {

@@ -410,9 +410,14 @@ fn for_each_partial(
     });
 }
 
-/// Materialises the rollups of pending changes, up to `max_device_days` of windows.
+/// Materialises the rollups of pending changes (those logged before `logged_before`, if
+/// given), up to `max_device_days` of windows.
 #[pg_extern(volatile)]
-fn refresh_energy_rollups(max_device_days: default!(i32, 400)) -> i64 {
+fn refresh_energy_rollups(
+    max_device_days: default!(Option<i32>, 400),
+    logged_before: default!(Option<TimestampWithTimeZone>, "NULL"),
+) -> i64 {
+    let max_device_days = crate::energy::required(max_device_days, "max_device_days");
     if max_device_days <= 0 {
         raise(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
@@ -448,8 +453,8 @@ fn refresh_energy_rollups(max_device_days: default!(i32, 400)) -> i64 {
         if state.energy_defaults.as_deref() != Some(key.as_str()) {
             // Made with other defaults (or never): every device's buckets are stale.
             spi.update(
-                "INSERT INTO flux_internal.meter_rollup_pending (device_id, lo, hi) \
-                 SELECT id, '-infinity', 'infinity' FROM flux.mg_device_registry",
+                "INSERT INTO flux_internal.meter_rollup_pending (device_id, lo, hi, logged_at) \
+                 SELECT id, '-infinity', 'infinity', '-infinity' FROM flux.mg_device_registry",
                 None,
                 &[],
             )
@@ -461,13 +466,15 @@ fn refresh_energy_rollups(max_device_days: default!(i32, 400)) -> i64 {
             )
             .unwrap_or_else(|e| spi_failed(e));
         }
-        let taken: Vec<(Uuid, i64, i64)> = spi
+        let taken: Vec<(Uuid, i64, i64, TimestampWithTimeZone)> = spi
             .update(
-                "WITH picked AS (SELECT DISTINCT device_id FROM flux_internal.meter_rollup_pending LIMIT 1000) \
+                "WITH picked AS (SELECT DISTINCT device_id FROM flux_internal.meter_rollup_pending \
+                                 WHERE $1::timestamptz IS NULL OR logged_at < $1 LIMIT 1000) \
                  DELETE FROM flux_internal.meter_rollup_pending p USING picked \
-                 WHERE p.device_id = picked.device_id RETURNING p.device_id, p.lo, p.hi",
+                 WHERE p.device_id = picked.device_id AND ($1::timestamptz IS NULL OR p.logged_at < $1) \
+                 RETURNING p.device_id, p.lo, p.hi, p.logged_at",
                 None,
-                &[],
+                &[DatumWithOid::from(logged_before)],
             )
             .unwrap_or_else(|e| spi_failed(e))
             .map(|row| {
@@ -477,12 +484,33 @@ fn refresh_energy_rollups(max_device_days: default!(i32, 400)) -> i64 {
                         .flatten()
                         .map_or(i64::MIN, micros_or_infinite)
                 };
-                (row.get::<Uuid>(1).ok().flatten().expect("NOT NULL"), time(2), time(3))
+                (
+                    row.get::<Uuid>(1).ok().flatten().expect("NOT NULL"),
+                    time(2),
+                    time(3),
+                    row.get::<TimestampWithTimeZone>(4)
+                        .ok()
+                        .flatten()
+                        .expect("NOT NULL"),
+                )
             })
             .collect();
         if taken.is_empty() {
             return 0;
         }
+        // What is put back keeps the time its changes were logged: a round refreshing what was
+        // logged before it began goes on with it.
+        let mut logged: BTreeMap<u128, TimestampWithTimeZone> = BTreeMap::new();
+        for &(id, _, _, at) in &taken {
+            let first = logged.entry(device_key(&id)).or_insert(at);
+            if at < *first {
+                *first = at;
+            }
+        }
+        let taken = taken
+            .into_iter()
+            .map(|(id, lo, hi, _)| (id, lo, hi))
+            .collect();
         let entries = resolve_infinite(spi, taken, state.raw_kept_from);
         let stale = stale_windows(
             spi,
@@ -492,11 +520,16 @@ fn refresh_energy_rollups(max_device_days: default!(i32, 400)) -> i64 {
         );
         let (now, later) = within_budget(stale, i64::from(max_device_days) * DAY_US);
         if !later.is_empty() {
+            let [ids, los, his] = unzip_windows(&later);
+            let at: Vec<TimestampWithTimeZone> = later
+                .iter()
+                .flat_map(|(key, w)| std::iter::repeat_n(logged[key], w.len()))
+                .collect();
             spi.update(
-                "INSERT INTO flux_internal.meter_rollup_pending (device_id, lo, hi) \
-                 SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::timestamptz[])",
+                "INSERT INTO flux_internal.meter_rollup_pending (device_id, lo, hi, logged_at) \
+                 SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::timestamptz[], $4::timestamptz[])",
                 None,
-                &unzip_windows(&later),
+                &[ids, los, his, at.into()],
             )
             .unwrap_or_else(|e| spi_failed(e));
         }

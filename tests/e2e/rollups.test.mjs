@@ -223,6 +223,7 @@ test('bad arguments to the refresh are clear errors', async () => {
   for (const budget of [0, -5]) {
     await assert.rejects(sql('SELECT flux.refresh_energy_rollups($1)', [budget]), (e) => e.code === '22023' && /max_device_days must be positive/.test(e.message));
   }
+  await assert.rejects(sql('SELECT flux.refresh_energy_rollups(NULL)'), (e) => e.code === '22004' && /max_device_days must not be null/.test(e.message));
   const res = await service('/rpc/refresh_energy_rollups', { method: 'POST', body: { max_device_days: 'many' } });
   assert.equal(res.status, 400, JSON.stringify(res.body));
 });
