@@ -1,8 +1,7 @@
 -- flux 0.2.0 → 0.3.0, applied by ALTER EXTENSION flux UPDATE: energy rollups (sql/rollups.sql),
--- which also let retention drop meter readings. Existing readings are materialised by the first
--- refresh (the maintenance worker's next round); until then the energy functions compute from raw
--- readings, as 0.2.0 did. Every object is created exactly as the 0.3.0 install script creates it.
-
+-- which also let retention drop meter readings. Existing readings are materialised by the
+-- maintenance worker's next rounds; until then the energy functions compute from raw readings,
+-- as 0.2.0 did. Every object is created exactly as the 0.3.0 install script creates it.
 
 CREATE FUNCTION flux."refresh_energy_rollups"(
 	"max_device_days" INT DEFAULT 400, /* Option < i32 > */
@@ -39,11 +38,11 @@ CREATE TABLE flux_internal.meter_rollup_5m (
     -- span, event flags (bits 0-7 as in Quality, bit 8: a reading lies in the bucket) and the
     -- set-aside energy by reason (spike, rebase, implausible, ambiguous), null when all zero.
     imported_delta double precision,
-    imported_covered_us integer NOT NULL,
+    imported_covered_us bigint NOT NULL,
     imported_flags smallint NOT NULL,
     imported_set_aside double precision[],
     exported_delta double precision,
-    exported_covered_us integer NOT NULL,
+    exported_covered_us bigint NOT NULL,
     exported_flags smallint NOT NULL,
     exported_set_aside double precision[],
     PRIMARY KEY (device_id, bucket)
@@ -52,6 +51,12 @@ CREATE TABLE flux_internal.meter_rollup_5m (
 CREATE INDEX meter_rollup_5m_bucket_idx ON flux_internal.meter_rollup_5m (bucket);
 COMMENT ON TABLE flux_internal.meter_rollup_5m IS
     'Materialised partial state per meter and 5-minute bucket: the energy RPCs fold it into any width that is a multiple of 5 minutes. Kept when retention drops raw readings.';
+
+-- The same per UTC day, folded from the 5-minute rows by the refresh: daily and wider buckets
+-- (a year of daily totals) read a row per device and day.
+CREATE TABLE flux_internal.meter_rollup_1d (LIKE flux_internal.meter_rollup_5m INCLUDING ALL);
+COMMENT ON TABLE flux_internal.meter_rollup_1d IS
+    'Materialised partial state per meter and UTC day, folded from meter_rollup_5m: the energy RPCs fold it into daily and wider buckets.';
 
 -- Ranges of readings changed since their buckets were last materialised. Append-only on the
 -- ingest path (one row per device and statement); the refresh consumes it.
@@ -73,6 +78,7 @@ CREATE TABLE flux_internal.meter_rollup_state (
 INSERT INTO flux_internal.meter_rollup_state DEFAULT VALUES;
 
 SELECT pg_catalog.pg_extension_config_dump('flux_internal.meter_rollup_5m', '');
+SELECT pg_catalog.pg_extension_config_dump('flux_internal.meter_rollup_1d', '');
 SELECT pg_catalog.pg_extension_config_dump('flux_internal.meter_rollup_pending', '');
 SELECT pg_catalog.pg_extension_config_dump('flux_internal.meter_rollup_state', '');
 
@@ -81,23 +87,37 @@ LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    devices uuid[];
+    times timestamptz[];
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        INSERT INTO flux_internal.meter_rollup_pending (device_id, lo, hi)
-        SELECT device_id, min(time), max(time) FROM new_rows GROUP BY device_id;
+        SELECT array_agg(device_id), array_agg(time) INTO devices, times FROM new_rows;
     ELSIF TG_OP = 'DELETE' THEN
-        INSERT INTO flux_internal.meter_rollup_pending (device_id, lo, hi)
-        SELECT device_id, min(time), max(time) FROM old_rows GROUP BY device_id;
+        SELECT array_agg(device_id), array_agg(time) INTO devices, times FROM old_rows;
     ELSIF TG_OP = 'UPDATE' THEN
-        INSERT INTO flux_internal.meter_rollup_pending (device_id, lo, hi)
-        SELECT device_id, min(time), max(time)
-        FROM (SELECT device_id, time FROM old_rows UNION ALL SELECT device_id, time FROM new_rows) AS c
-        GROUP BY device_id;
+        SELECT array_agg(device_id), array_agg(time) INTO devices, times
+        FROM (SELECT device_id, time FROM old_rows UNION ALL SELECT device_id, time FROM new_rows) AS c;
     ELSE
         -- TRUNCATE: the readings are gone by intent, and their energy with them.
-        TRUNCATE flux_internal.meter_rollup_5m, flux_internal.meter_rollup_pending;
+        TRUNCATE flux_internal.meter_rollup_5m, flux_internal.meter_rollup_1d, flux_internal.meter_rollup_pending;
         UPDATE flux_internal.meter_rollup_state SET raw_kept_from = '-infinity';
+        RETURN NULL;
     END IF;
+    -- One row per device, or per run of its times without a day's gap: a statement that also
+    -- writes a reading years away (a gateway's clock) must not make the years between stale.
+    WITH changed AS (SELECT * FROM unnest(devices, times) AS c(device_id, time)),
+         spans AS (SELECT device_id, min(time) AS lo, max(time) AS hi FROM changed GROUP BY device_id)
+    INSERT INTO flux_internal.meter_rollup_pending (device_id, lo, hi)
+    SELECT device_id, lo, hi FROM spans WHERE hi - lo <= interval '1 day'
+    UNION ALL
+    SELECT device_id, min(time), max(time)
+    FROM (SELECT device_id, time, count(*) FILTER (WHERE gap) OVER (PARTITION BY device_id ORDER BY time) AS run
+          FROM (SELECT c.device_id, c.time,
+                       c.time - lag(c.time) OVER (PARTITION BY c.device_id ORDER BY c.time) > interval '1 day' AS gap
+                FROM changed c JOIN spans s ON s.device_id = c.device_id
+                WHERE s.hi - s.lo > interval '1 day') AS g) AS r
+    GROUP BY device_id, run;
     RETURN NULL;
 END
 $$;
@@ -140,13 +160,16 @@ CREATE TRIGGER log_parameter_change_for_rollups
 -- as the caller, and a project's own roles (granted the flux tables) call them too. A project
 -- that hides some readings of a device it shows turns the rollups off for such roles
 -- (ALTER ROLE ... SET flux.energy_rollups = off).
-GRANT SELECT ON flux_internal.meter_rollup_5m, flux_internal.meter_rollup_pending,
-    flux_internal.meter_rollup_state TO PUBLIC;
+GRANT SELECT ON flux_internal.meter_rollup_5m, flux_internal.meter_rollup_1d,
+    flux_internal.meter_rollup_pending, flux_internal.meter_rollup_state TO PUBLIC;
 ALTER TABLE flux_internal.meter_rollup_5m ENABLE ROW LEVEL SECURITY;
+ALTER TABLE flux_internal.meter_rollup_1d ENABLE ROW LEVEL SECURITY;
 ALTER TABLE flux_internal.meter_rollup_pending ENABLE ROW LEVEL SECURITY;
 ALTER TABLE flux_internal.meter_rollup_state ENABLE ROW LEVEL SECURITY;
 -- `IN (SELECT ...)` is a hashed subplan: the visible devices are read once per statement.
 CREATE POLICY visible_devices ON flux_internal.meter_rollup_5m FOR SELECT
+    USING (device_id IN (SELECT d.id FROM flux.mg_device_registry d));
+CREATE POLICY visible_devices ON flux_internal.meter_rollup_1d FOR SELECT
     USING (device_id IN (SELECT d.id FROM flux.mg_device_registry d));
 CREATE POLICY visible_devices ON flux_internal.meter_rollup_pending FOR SELECT
     USING (device_id IN (SELECT d.id FROM flux.mg_device_registry d));
@@ -337,3 +360,4 @@ END
 $$;
 COMMENT ON FUNCTION flux.run_maintenance() IS
     'One round of maintenance by hand, in this transaction: refreshes the energy rollups (at most 400 device-days), creates partitions ahead of time, drops partitions past the retention horizon, moves rows out of the default partitions, and turns off the per-row reference checks of partitions attached by hand. Returns what it did. The background worker runs the same steps every flux.maintenance_interval.';
+

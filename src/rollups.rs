@@ -30,6 +30,11 @@ const CLUSTER_GAP_US: i64 = HOUR_US;
 const GROUP_MAX_US: i64 = 31 * DAY_US;
 /// How far a pending change can reach: the last context window, and a day of margin.
 const REACH_US: i64 = 32 * DAY_US;
+/// The materialised tiers: 5-minute partials, and daily ones folded from them, which answer
+/// daily and wider buckets (a year of totals reads 365 rows per device, not 105,120).
+const FIVE_MINUTES: &str = "flux_internal.meter_rollup_5m";
+const DAILY: &str = "flux_internal.meter_rollup_1d";
+
 /// Bit 8 of a register's flags: a reading of the register lies in the bucket.
 const HAS_READING: i16 = 1 << 8;
 
@@ -148,28 +153,42 @@ pub(crate) fn device_buckets(
 
     let keys: Vec<u128> = devices.iter().map(|d| device_key(&d.0)).collect();
     let mut folds: Vec<Option<Fold>> = devices.iter().map(|_| None).collect();
-    let mut add = |i: usize, p: &Partial| {
-        folds[i]
-            .get_or_insert_with(|| Fold::new(grid))
-            .add(p, PARTIAL_WIDTH)
-            .expect("a foldable grid's buckets are unions of 5-minute buckets");
-    };
-    for_each_partial(
-        spi,
-        ids.as_deref(),
-        (grid.start(), grid.end()),
-        |device, p| {
-            if let Ok(i) = keys.binary_search(&device) {
-                if !within(stale.get(&device), p.start) {
-                    add(i, &p);
-                }
-            }
-        },
-    );
-    recompute(spi, &devices, &stale, |device, p| {
+    let mut add = |device: u128, p: &Partial, width: i64| {
         if let Ok(i) = keys.binary_search(&device) {
-            add(i, p);
+            folds[i]
+                .get_or_insert_with(|| Fold::new(grid))
+                .add(p, width)
+                .expect("a foldable grid's buckets are unions of the tier's buckets");
         }
+    };
+    let range = (grid.start(), grid.end());
+    if grid.width() % DAY_US == 0 && grid.start() % DAY_US == 0 {
+        // Whole days from the daily tier, but for the days a stale window touches: those from
+        // their 5-minute partials and the stale windows themselves.
+        let stale_days = widen(&stale, DAY_US);
+        for_each_partial(spi, DAILY, ids.as_deref(), range, |device, p| {
+            if !within(stale_days.get(&device), p.start) {
+                add(device, &p, DAY_US);
+            }
+        });
+        if let Some(days) = span_of(&stale_days) {
+            let stale_ids: Vec<Uuid> = stale_days.keys().map(|&k| uuid_of(k)).collect();
+            for_each_partial(spi, FIVE_MINUTES, Some(&stale_ids), days, |device, p| {
+                if within(stale_days.get(&device), p.start) && !within(stale.get(&device), p.start)
+                {
+                    add(device, &p, PARTIAL_WIDTH);
+                }
+            });
+        }
+    } else {
+        for_each_partial(spi, FIVE_MINUTES, ids.as_deref(), range, |device, p| {
+            if !within(stale.get(&device), p.start) {
+                add(device, &p, PARTIAL_WIDTH);
+            }
+        });
+    }
+    recompute(spi, &devices, &stale, |device, p| {
+        add(device, p, PARTIAL_WIDTH)
     });
     devices
         .iter()
@@ -183,6 +202,46 @@ fn within(windows: Option<&Vec<(i64, i64)>>, t: i64) -> bool {
         let i = w.partition_point(|&(_, hi)| hi <= t);
         w.get(i).is_some_and(|&(lo, _)| lo <= t)
     })
+}
+
+/// The windows widened to whole `unit`s (days), merged.
+fn widen(windows: &Windows, unit: i64) -> Windows {
+    windows
+        .iter()
+        .map(|(&key, w)| {
+            let mut wide: Vec<(i64, i64)> = Vec::with_capacity(w.len());
+            for &(lo, hi) in w {
+                let (lo, hi) = (
+                    lo.div_euclid(unit) * unit,
+                    (hi - 1).div_euclid(unit) * unit + unit,
+                );
+                match wide.last_mut() {
+                    Some(last) if lo <= last.1 => last.1 = last.1.max(hi),
+                    _ => wide.push((lo, hi)),
+                }
+            }
+            (key, wide)
+        })
+        .collect()
+}
+
+/// From the earliest start to the latest end of the windows.
+fn span_of(windows: &Windows) -> Option<(i64, i64)> {
+    let lo = windows
+        .values()
+        .filter_map(|w| w.first())
+        .map(|w| w.0)
+        .min()?;
+    let hi = windows
+        .values()
+        .filter_map(|w| w.last())
+        .map(|w| w.1)
+        .max()?;
+    Some((lo, hi))
+}
+
+fn uuid_of(key: u128) -> Uuid {
+    Uuid::from_bytes(key.to_be_bytes())
 }
 
 /// Pending changes `(device, lo, hi)` (µs, infinite bounds as `i64::MIN`/`MAX`) that can reach
@@ -236,7 +295,7 @@ fn stale_windows(
     entries: Vec<(Uuid, i64, i64)>,
     raw_kept_from: i64,
     clip: (i64, i64),
-) -> BTreeMap<u128, Vec<(i64, i64)>> {
+) -> Windows {
     let mut entries: Vec<(Uuid, i64, i64)> = entries
         .into_iter()
         .filter(|&(_, _, hi)| hi >= raw_kept_from)
@@ -277,7 +336,7 @@ fn stale_windows(
             }
         }
     }
-    let mut stale: BTreeMap<u128, Vec<(i64, i64)>> = BTreeMap::new();
+    let mut stale = Windows::new();
     for (c, (lo, hi)) in clusters.iter().zip(reach) {
         // One bucket of margin each side.
         let lo = floor_partial(lo.max(clip.0))
@@ -312,7 +371,7 @@ fn stale_windows(
 fn recompute(
     spi: &SpiClient<'_>,
     devices: &[(Uuid, Params)],
-    stale: &BTreeMap<u128, Vec<(i64, i64)>>,
+    stale: &Windows,
     mut take: impl FnMut(u128, &Partial),
 ) {
     let keys: Vec<u128> = devices.iter().map(|d| device_key(&d.0)).collect();
@@ -356,17 +415,17 @@ const PARTIAL_COLUMNS: &str = "device_id, bucket, reading_count, power_sum, powe
      imported_delta, imported_covered_us, imported_flags, imported_set_aside, \
      exported_delta, exported_covered_us, exported_flags, exported_set_aside";
 
-/// Streams the materialised partials of `[from, to)`, of the given devices or of all the
-/// caller sees.
+/// Streams the materialised partials of a tier in `[from, to)`, of the given devices or of
+/// all the caller sees.
 fn for_each_partial(
     spi: &SpiClient<'_>,
+    table: &str,
     ids: Option<&[Uuid]>,
     (from, to): (i64, i64),
     mut take: impl FnMut(u128, Partial),
 ) {
-    let mut query = format!(
-        "SELECT {PARTIAL_COLUMNS} FROM flux_internal.meter_rollup_5m WHERE bucket >= $1 AND bucket < $2"
-    );
+    let mut query =
+        format!("SELECT {PARTIAL_COLUMNS} FROM {table} WHERE bucket >= $1 AND bucket < $2");
     let mut args = vec![Arg::new(timestamptz(from)), Arg::new(timestamptz(to))];
     if let Some(ids) = ids {
         query.push_str(" AND device_id = ANY($3)");
@@ -387,7 +446,7 @@ fn for_each_partial(
                 }
                 RegisterPartial {
                     delta: f64::from_datum(values[at], nulls[at]),
-                    covered: i64::from(i32::from_datum(values[at + 1], nulls[at + 1]).unwrap_or(0)),
+                    covered: i64::from_datum(values[at + 1], nulls[at + 1]).unwrap_or(0),
                     events: Quality::from_bits((flags & 0xff) as u8),
                     has_reading: flags & HAS_READING != 0,
                     set_aside,
@@ -533,39 +592,70 @@ fn refresh_energy_rollups(
             )
             .unwrap_or_else(|e| spi_failed(e));
         }
-        let mut ids: Vec<Uuid> = now
-            .keys()
-            .map(|&k| Uuid::from_bytes(k.to_be_bytes()))
-            .collect();
-        ids.dedup();
+        let ids: Vec<Uuid> = now.keys().map(|&k| uuid_of(k)).collect();
         let devices = devices(spi, Some(&ids), &defaults, Unknown::Skip);
+        // The days the windows touch are folded again from their 5-minute partials: those
+        // outside the windows as stored, read before they are replaced, and the new ones.
+        let days = widen(&now, DAY_US);
+        let mut day_folds: BTreeMap<u128, Fold> = BTreeMap::new();
+        let mut fold_day = |key: u128, p: &Partial| {
+            let (lo, hi) = span_of(&days).expect("windows to refresh");
+            day_folds
+                .entry(key)
+                .or_insert_with(|| Fold::new(Grid::covering(lo, hi, DAY_US).expect("days")))
+                .add(p, PARTIAL_WIDTH)
+                .expect("5-minute buckets lie in one day");
+        };
+        if let Some(span) = span_of(&days) {
+            for_each_partial(spi, FIVE_MINUTES, Some(&ids), span, |key, p| {
+                if within(days.get(&key), p.start) && !within(now.get(&key), p.start) {
+                    fold_day(key, &p);
+                }
+            });
+        }
         let mut rows = PartialRows::default();
-        recompute(spi, &devices, &now, |key, p| rows.push(key, p));
+        recompute(spi, &devices, &now, |key, p| {
+            rows.push(key, p);
+            fold_day(key, p);
+        });
         let buckets: i64 = now
             .values()
             .flatten()
             .map(|(lo, hi)| (hi - lo) / PARTIAL_WIDTH)
             .sum();
-        spi.update(
-            "DELETE FROM flux_internal.meter_rollup_5m r \
-             USING unnest($1::uuid[], $2::timestamptz[], $3::timestamptz[]) AS w(id, lo, hi) \
-             WHERE r.device_id = w.id AND r.bucket >= w.lo AND r.bucket < w.hi",
-            None,
-            &unzip_windows(&now),
-        )
-        .unwrap_or_else(|e| spi_failed(e));
-        rows.insert(spi);
+        let mut daily_rows = PartialRows::default();
+        for (key, fold) in day_folds {
+            for p in fold.into_partials() {
+                daily_rows.push(key, &p);
+            }
+        }
+        for (table, windows, rows) in [(FIVE_MINUTES, &now, rows), (DAILY, &days, daily_rows)] {
+            spi.update(
+                &format!(
+                    "DELETE FROM {table} r \
+                     USING unnest($1::uuid[], $2::timestamptz[], $3::timestamptz[]) AS w(id, lo, hi) \
+                     WHERE r.device_id = w.id AND r.bucket >= w.lo AND r.bucket < w.hi"
+                ),
+                None,
+                &unzip_windows(windows),
+            )
+            .unwrap_or_else(|e| spi_failed(e));
+            rows.insert(spi, table);
+        }
         buckets.max(1)
     })
 }
 
-/// Replaces infinite bounds (every bucket of the device) by the device's first and last
-/// reading since `raw_kept_from`; devices without readings there are dropped.
+/// Replaces infinite bounds (every bucket of the device) by the stretches of 31 days that hold
+/// its readings since `raw_kept_from`, found by hopping through the index from one to the
+/// next: a device read for a year makes 12 entries, one with a reading in 1652 and one in 2200
+/// makes 2, not five centuries of buckets.
 fn resolve_infinite(
     spi: &SpiClient<'_>,
     entries: Vec<(Uuid, i64, i64)>,
     raw_kept_from: i64,
 ) -> Vec<(Uuid, i64, i64)> {
+    const HOP_DAYS: i64 = 31;
     let (finite, infinite): (Vec<_>, Vec<_>) = entries
         .into_iter()
         .partition(|&(_, lo, hi)| lo != i64::MIN && hi != i64::MAX);
@@ -580,31 +670,37 @@ fn resolve_infinite(
     let from = (raw_kept_from != i64::MIN).then(|| timestamptz(raw_kept_from));
     let table = spi
         .select(
-            "SELECT d.id, \
-                    (SELECT min(time) FROM flux.mg_meter_readings \
-                     WHERE device_id = d.id AND time >= coalesce($2, '-infinity')), \
-                    (SELECT max(time) FROM flux.mg_meter_readings \
-                     WHERE device_id = d.id AND time >= coalesce($2, '-infinity')) \
-             FROM unnest($1::uuid[]) AS d(id)",
+            "WITH RECURSIVE hop(id, t) AS ( \
+                 SELECT d.id, (SELECT min(time) FROM flux.mg_meter_readings \
+                               WHERE device_id = d.id AND time >= coalesce($2, '-infinity')) \
+                 FROM unnest($1::uuid[]) AS d(id) \
+                 UNION ALL \
+                 SELECT hop.id, (SELECT min(time) FROM flux.mg_meter_readings \
+                                 WHERE device_id = hop.id AND time >= hop.t + make_interval(days => $3)) \
+                 FROM hop WHERE hop.t IS NOT NULL) \
+             SELECT id, t FROM hop WHERE t IS NOT NULL",
             None,
-            &[DatumWithOid::from(ids), DatumWithOid::from(from)],
+            &[
+                DatumWithOid::from(ids),
+                DatumWithOid::from(from),
+                DatumWithOid::from(HOP_DAYS as i32),
+            ],
         )
         .unwrap_or_else(|e| spi_failed(e));
     for row in table {
         let id: Uuid = row.get(1).ok().flatten().expect("an id");
-        let lo = row.get::<TimestampWithTimeZone>(2).ok().flatten();
-        let hi = row.get::<TimestampWithTimeZone>(3).ok().flatten();
-        if let (Some(lo), Some(hi)) = (lo, hi) {
-            resolved.push((id, micros_or_infinite(lo), micros_or_infinite(hi)));
-        }
+        let t: TimestampWithTimeZone = row.get(2).ok().flatten().expect("not null");
+        let t = micros_or_infinite(t);
+        resolved.push((id, t, t.saturating_add(HOP_DAYS * DAY_US - 1)));
     }
     resolved
 }
 
-/// Splits the windows into those within `budget` µs (device time) and the rest, earliest
-/// first, cutting one window at a 5-minute edge if need be.
+/// Per device (by key), disjoint time windows, ascending.
 type Windows = BTreeMap<u128, Vec<(i64, i64)>>;
 
+/// Splits the windows into those within `budget` µs (device time) and the rest, earliest
+/// first, cutting one window at a 5-minute edge if need be.
 fn within_budget(stale: Windows, budget: i64) -> (Windows, Windows) {
     let mut all: Vec<(i64, i64, u128)> = stale
         .iter()
@@ -641,7 +737,7 @@ fn unzip_windows(windows: &Windows) -> [DatumWithOid<'static>; 3] {
     let mut his = Vec::new();
     for (&key, w) in windows {
         for &(lo, hi) in w {
-            ids.push(Uuid::from_bytes(key.to_be_bytes()));
+            ids.push(uuid_of(key));
             los.push(timestamptz(lo));
             his.push(timestamptz(hi));
         }
@@ -663,14 +759,14 @@ struct PartialRows {
 #[derive(Default)]
 struct RegisterColumns {
     delta: Vec<Option<f64>>,
-    covered: Vec<i32>,
+    covered: Vec<i64>,
     flags: Vec<i16>,
     set_aside: [Vec<f64>; 4],
 }
 
 impl PartialRows {
     fn push(&mut self, key: u128, p: &Partial) {
-        self.device.push(Uuid::from_bytes(key.to_be_bytes()));
+        self.device.push(uuid_of(key));
         self.bucket.push(timestamptz(p.start));
         self.reading_count
             .push(p.reading_count.min(i32::MAX as u32) as i32);
@@ -679,8 +775,7 @@ impl PartialRows {
             .push(p.power_count.min(i32::MAX as u32) as i32);
         for (columns, r) in self.registers.iter_mut().zip([p.imported, p.exported]) {
             columns.delta.push(r.delta);
-            // At most the 5-minute width, 3e8 µs.
-            columns.covered.push(r.covered as i32);
+            columns.covered.push(r.covered);
             columns
                 .flags
                 .push(i16::from(r.events.bits()) | if r.has_reading { HAS_READING } else { 0 });
@@ -690,7 +785,7 @@ impl PartialRows {
         }
     }
 
-    fn insert(self, spi: &mut SpiClient<'_>) {
+    fn insert(self, spi: &mut SpiClient<'_>, table: &str) {
         if self.device.is_empty() {
             return;
         }
@@ -702,11 +797,11 @@ impl PartialRows {
             )
         };
         let query = format!(
-            "INSERT INTO flux_internal.meter_rollup_5m ({PARTIAL_COLUMNS}) \
+            "INSERT INTO {table} ({PARTIAL_COLUMNS}) \
              SELECT d, b, n, ps, pc, id, ic, iflags, {}, ed, ec, eflags, {} \
              FROM unnest($1::uuid[], $2::timestamptz[], $3::int4[], $4::float8[], $5::int4[], \
-                         $6::float8[], $7::int4[], $8::int2[], $9::float8[], $10::float8[], $11::float8[], $12::float8[], \
-                         $13::float8[], $14::int4[], $15::int2[], $16::float8[], $17::float8[], $18::float8[], $19::float8[]) \
+                         $6::float8[], $7::int8[], $8::int2[], $9::float8[], $10::float8[], $11::float8[], $12::float8[], \
+                         $13::float8[], $14::int8[], $15::int2[], $16::float8[], $17::float8[], $18::float8[], $19::float8[]) \
                   AS u(d, b, n, ps, pc, id, ic, iflags, i0, i1, i2, i3, ed, ec, eflags, e0, e1, e2, e3)",
             set_aside("i"),
             set_aside("e"),

@@ -146,7 +146,7 @@ AS 'MODULE_PATHNAME', 'meter_energy_set_aside_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/rollups.rs:415
+-- src/rollups.rs:474
 -- flux::rollups::refresh_energy_rollups
 CREATE  FUNCTION "refresh_energy_rollups"(
 	"max_device_days" INT DEFAULT 400, /* Option < i32 > */
@@ -217,19 +217,36 @@ AS 'MODULE_PATHNAME', 'sign_jwt_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/rollups.rs:734
-CREATE SCHEMA IF NOT EXISTS flux_internal; /* flux::rollups::flux_internal */
+-- src/keys.rs:55
+CREATE SCHEMA IF NOT EXISTS flux_internal; /* flux::keys::flux_internal */
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/rollups.rs:741
--- flux::rollups::flux_internal::rollups_current_before
-CREATE  FUNCTION flux_internal."rollups_current_before"(
-	"upper" timestamp with time zone /* TimestampWithTimeZone */
-) RETURNS bool /* bool */
-STRICT STABLE
+-- src/keys.rs:62
+-- flux::keys::flux_internal::jwt_sign
+-- Skipped due to `#[pgrx(sql = false)]`
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/energy.rs:793
+CREATE SCHEMA IF NOT EXISTS flux_internal; /* flux::energy::flux_internal */
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/energy.rs:811
+-- flux::energy::flux_internal::energy_metadata_error
+-- Skipped due to `#[pgrx(sql = false)]`
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/energy.rs:801
+-- flux::energy::flux_internal::energy_metadata_error
+CREATE  FUNCTION flux_internal."energy_metadata_error"(
+	"metadata" TEXT /* Option < & str > */
+) RETURNS TEXT /* Option < String > */
+IMMUTABLE PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'rollups_current_before_wrapper';
+AS 'MODULE_PATHNAME', 'energy_metadata_error_of_text_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -316,6 +333,22 @@ COMMENT ON FUNCTION flux.sign_jwt(jsonb, interval) IS
 
 REVOKE ALL ON FUNCTION flux.sign_jwt(jsonb, interval) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION flux.sign_jwt(jsonb, interval) TO service_role;
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/rollups.rs:829
+CREATE SCHEMA IF NOT EXISTS flux_internal; /* flux::rollups::flux_internal */
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/rollups.rs:836
+-- flux::rollups::flux_internal::rollups_current_before
+CREATE  FUNCTION flux_internal."rollups_current_before"(
+	"upper" timestamp with time zone /* TimestampWithTimeZone */
+) RETURNS bool /* bool */
+STRICT STABLE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'rollups_current_before_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -480,64 +513,6 @@ SELECT pg_catalog.pg_extension_config_dump('flux_partitions.market_data_default'
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:66
--- requires:
---   tables
-
--- Realtime: changes of the flux tables reach subscribers through the publication
--- `supabase_realtime`, the one Supabase's realtime server and Flux's own read. It is created when
--- absent; an existing one (a Supabase project's) is extended, never dropped or replaced.
-DO $publication$
-DECLARE
-    flux_table regclass;
-BEGIN
-    IF NOT EXISTS (SELECT FROM pg_publication WHERE pubname = 'supabase_realtime') THEN
-        CREATE PUBLICATION supabase_realtime;
-    END IF;
-    IF (SELECT puballtables FROM pg_publication WHERE pubname = 'supabase_realtime') THEN
-        RETURN;  -- FOR ALL TABLES already covers ours
-    END IF;
-    FOREACH flux_table IN ARRAY ARRAY['flux.mg_device_registry', 'flux.mg_bess_readings',
-                                      'flux.mg_meter_readings', 'flux.market_data']::regclass[]
-    LOOP
-        IF NOT EXISTS (SELECT FROM pg_publication_rel pr
-                       JOIN pg_publication p ON p.oid = pr.prpubid
-                       WHERE p.pubname = 'supabase_realtime' AND pr.prrelid = flux_table) THEN
-            EXECUTE format('ALTER PUBLICATION supabase_realtime ADD TABLE %s', flux_table);
-        END IF;
-    END LOOP;
-END
-$publication$;
-
--- UPDATE and DELETE events carry the old row. Inserts, the bulk of telemetry, are unaffected.
-ALTER TABLE flux.mg_device_registry REPLICA IDENTITY FULL;
-ALTER TABLE flux.mg_bess_readings REPLICA IDENTITY FULL;
-ALTER TABLE flux.mg_meter_readings REPLICA IDENTITY FULL;
-ALTER TABLE flux.market_data REPLICA IDENTITY FULL;
--- Changes are logged per partition, so each partition carries the setting as well
--- (maintenance sets it on those it creates).
-ALTER TABLE flux_partitions.mg_bess_readings_default REPLICA IDENTITY FULL;
-ALTER TABLE flux_partitions.mg_meter_readings_default REPLICA IDENTITY FULL;
-ALTER TABLE flux_partitions.market_data_default REPLICA IDENTITY FULL;
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/energy.rs:790
-CREATE SCHEMA IF NOT EXISTS flux_internal; /* flux::energy::flux_internal */
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/energy.rs:798
--- flux::energy::flux_internal::energy_metadata_error
-CREATE  FUNCTION flux_internal."energy_metadata_error"(
-	"metadata" TEXT /* Option < & str > */
-) RETURNS TEXT /* Option < String > */
-IMMUTABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'energy_metadata_error_of_text_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
 -- src/lib.rs:27
 -- requires:
 --   tables
@@ -667,6 +642,48 @@ FROM unnest(ARRAY['flux_partitions.mg_bess_readings_default', 'flux_partitions.m
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- src/lib.rs:66
+-- requires:
+--   tables
+
+-- Realtime: changes of the flux tables reach subscribers through the publication
+-- `supabase_realtime`, the one Supabase's realtime server and Flux's own read. It is created when
+-- absent; an existing one (a Supabase project's) is extended, never dropped or replaced.
+DO $publication$
+DECLARE
+    flux_table regclass;
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_publication WHERE pubname = 'supabase_realtime') THEN
+        CREATE PUBLICATION supabase_realtime;
+    END IF;
+    IF (SELECT puballtables FROM pg_publication WHERE pubname = 'supabase_realtime') THEN
+        RETURN;  -- FOR ALL TABLES already covers ours
+    END IF;
+    FOREACH flux_table IN ARRAY ARRAY['flux.mg_device_registry', 'flux.mg_bess_readings',
+                                      'flux.mg_meter_readings', 'flux.market_data']::regclass[]
+    LOOP
+        IF NOT EXISTS (SELECT FROM pg_publication_rel pr
+                       JOIN pg_publication p ON p.oid = pr.prpubid
+                       WHERE p.pubname = 'supabase_realtime' AND pr.prrelid = flux_table) THEN
+            EXECUTE format('ALTER PUBLICATION supabase_realtime ADD TABLE %s', flux_table);
+        END IF;
+    END LOOP;
+END
+$publication$;
+
+-- UPDATE and DELETE events carry the old row. Inserts, the bulk of telemetry, are unaffected.
+ALTER TABLE flux.mg_device_registry REPLICA IDENTITY FULL;
+ALTER TABLE flux.mg_bess_readings REPLICA IDENTITY FULL;
+ALTER TABLE flux.mg_meter_readings REPLICA IDENTITY FULL;
+ALTER TABLE flux.market_data REPLICA IDENTITY FULL;
+-- Changes are logged per partition, so each partition carries the setting as well
+-- (maintenance sets it on those it creates).
+ALTER TABLE flux_partitions.mg_bess_readings_default REPLICA IDENTITY FULL;
+ALTER TABLE flux_partitions.mg_meter_readings_default REPLICA IDENTITY FULL;
+ALTER TABLE flux_partitions.market_data_default REPLICA IDENTITY FULL;
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- src/lib.rs:51
 -- requires:
 --   tables
@@ -694,11 +711,11 @@ CREATE TABLE flux_internal.meter_rollup_5m (
     -- span, event flags (bits 0-7 as in Quality, bit 8: a reading lies in the bucket) and the
     -- set-aside energy by reason (spike, rebase, implausible, ambiguous), null when all zero.
     imported_delta double precision,
-    imported_covered_us integer NOT NULL,
+    imported_covered_us bigint NOT NULL,
     imported_flags smallint NOT NULL,
     imported_set_aside double precision[],
     exported_delta double precision,
-    exported_covered_us integer NOT NULL,
+    exported_covered_us bigint NOT NULL,
     exported_flags smallint NOT NULL,
     exported_set_aside double precision[],
     PRIMARY KEY (device_id, bucket)
@@ -707,6 +724,12 @@ CREATE TABLE flux_internal.meter_rollup_5m (
 CREATE INDEX meter_rollup_5m_bucket_idx ON flux_internal.meter_rollup_5m (bucket);
 COMMENT ON TABLE flux_internal.meter_rollup_5m IS
     'Materialised partial state per meter and 5-minute bucket: the energy RPCs fold it into any width that is a multiple of 5 minutes. Kept when retention drops raw readings.';
+
+-- The same per UTC day, folded from the 5-minute rows by the refresh: daily and wider buckets
+-- (a year of daily totals) read a row per device and day.
+CREATE TABLE flux_internal.meter_rollup_1d (LIKE flux_internal.meter_rollup_5m INCLUDING ALL);
+COMMENT ON TABLE flux_internal.meter_rollup_1d IS
+    'Materialised partial state per meter and UTC day, folded from meter_rollup_5m: the energy RPCs fold it into daily and wider buckets.';
 
 -- Ranges of readings changed since their buckets were last materialised. Append-only on the
 -- ingest path (one row per device and statement); the refresh consumes it.
@@ -728,6 +751,7 @@ CREATE TABLE flux_internal.meter_rollup_state (
 INSERT INTO flux_internal.meter_rollup_state DEFAULT VALUES;
 
 SELECT pg_catalog.pg_extension_config_dump('flux_internal.meter_rollup_5m', '');
+SELECT pg_catalog.pg_extension_config_dump('flux_internal.meter_rollup_1d', '');
 SELECT pg_catalog.pg_extension_config_dump('flux_internal.meter_rollup_pending', '');
 SELECT pg_catalog.pg_extension_config_dump('flux_internal.meter_rollup_state', '');
 
@@ -736,23 +760,37 @@ LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    devices uuid[];
+    times timestamptz[];
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        INSERT INTO flux_internal.meter_rollup_pending (device_id, lo, hi)
-        SELECT device_id, min(time), max(time) FROM new_rows GROUP BY device_id;
+        SELECT array_agg(device_id), array_agg(time) INTO devices, times FROM new_rows;
     ELSIF TG_OP = 'DELETE' THEN
-        INSERT INTO flux_internal.meter_rollup_pending (device_id, lo, hi)
-        SELECT device_id, min(time), max(time) FROM old_rows GROUP BY device_id;
+        SELECT array_agg(device_id), array_agg(time) INTO devices, times FROM old_rows;
     ELSIF TG_OP = 'UPDATE' THEN
-        INSERT INTO flux_internal.meter_rollup_pending (device_id, lo, hi)
-        SELECT device_id, min(time), max(time)
-        FROM (SELECT device_id, time FROM old_rows UNION ALL SELECT device_id, time FROM new_rows) AS c
-        GROUP BY device_id;
+        SELECT array_agg(device_id), array_agg(time) INTO devices, times
+        FROM (SELECT device_id, time FROM old_rows UNION ALL SELECT device_id, time FROM new_rows) AS c;
     ELSE
         -- TRUNCATE: the readings are gone by intent, and their energy with them.
-        TRUNCATE flux_internal.meter_rollup_5m, flux_internal.meter_rollup_pending;
+        TRUNCATE flux_internal.meter_rollup_5m, flux_internal.meter_rollup_1d, flux_internal.meter_rollup_pending;
         UPDATE flux_internal.meter_rollup_state SET raw_kept_from = '-infinity';
+        RETURN NULL;
     END IF;
+    -- One row per device, or per run of its times without a day's gap: a statement that also
+    -- writes a reading years away (a gateway's clock) must not make the years between stale.
+    WITH changed AS (SELECT * FROM unnest(devices, times) AS c(device_id, time)),
+         spans AS (SELECT device_id, min(time) AS lo, max(time) AS hi FROM changed GROUP BY device_id)
+    INSERT INTO flux_internal.meter_rollup_pending (device_id, lo, hi)
+    SELECT device_id, lo, hi FROM spans WHERE hi - lo <= interval '1 day'
+    UNION ALL
+    SELECT device_id, min(time), max(time)
+    FROM (SELECT device_id, time, count(*) FILTER (WHERE gap) OVER (PARTITION BY device_id ORDER BY time) AS run
+          FROM (SELECT c.device_id, c.time,
+                       c.time - lag(c.time) OVER (PARTITION BY c.device_id ORDER BY c.time) > interval '1 day' AS gap
+                FROM changed c JOIN spans s ON s.device_id = c.device_id
+                WHERE s.hi - s.lo > interval '1 day') AS g) AS r
+    GROUP BY device_id, run;
     RETURN NULL;
 END
 $$;
@@ -795,13 +833,16 @@ CREATE TRIGGER log_parameter_change_for_rollups
 -- as the caller, and a project's own roles (granted the flux tables) call them too. A project
 -- that hides some readings of a device it shows turns the rollups off for such roles
 -- (ALTER ROLE ... SET flux.energy_rollups = off).
-GRANT SELECT ON flux_internal.meter_rollup_5m, flux_internal.meter_rollup_pending,
-    flux_internal.meter_rollup_state TO PUBLIC;
+GRANT SELECT ON flux_internal.meter_rollup_5m, flux_internal.meter_rollup_1d,
+    flux_internal.meter_rollup_pending, flux_internal.meter_rollup_state TO PUBLIC;
 ALTER TABLE flux_internal.meter_rollup_5m ENABLE ROW LEVEL SECURITY;
+ALTER TABLE flux_internal.meter_rollup_1d ENABLE ROW LEVEL SECURITY;
 ALTER TABLE flux_internal.meter_rollup_pending ENABLE ROW LEVEL SECURITY;
 ALTER TABLE flux_internal.meter_rollup_state ENABLE ROW LEVEL SECURITY;
 -- `IN (SELECT ...)` is a hashed subplan: the visible devices are read once per statement.
 CREATE POLICY visible_devices ON flux_internal.meter_rollup_5m FOR SELECT
+    USING (device_id IN (SELECT d.id FROM flux.mg_device_registry d));
+CREATE POLICY visible_devices ON flux_internal.meter_rollup_1d FOR SELECT
     USING (device_id IN (SELECT d.id FROM flux.mg_device_registry d));
 CREATE POLICY visible_devices ON flux_internal.meter_rollup_pending FOR SELECT
     USING (device_id IN (SELECT d.id FROM flux.mg_device_registry d));
@@ -1515,22 +1556,5 @@ REVOKE ALL ON FUNCTION flux_internal.create_partition(regclass, timestamptz, boo
 -- extension, and outlive both.
 SELECT pg_replication_origin_create('flux_maintenance')
 WHERE NOT EXISTS (SELECT FROM pg_replication_origin WHERE roname = 'flux_maintenance');
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/energy.rs:808
--- flux::energy::flux_internal::energy_metadata_error
--- Skipped due to `#[pgrx(sql = false)]`
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/keys.rs:55
-CREATE SCHEMA IF NOT EXISTS flux_internal; /* flux::keys::flux_internal */
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/keys.rs:62
--- flux::keys::flux_internal::jwt_sign
--- Skipped due to `#[pgrx(sql = false)]`
 /* </end connected objects> */
 

@@ -219,6 +219,23 @@ test('the REST API answers from the rollups with the rights of the caller', asyn
   }
 });
 
+test('a reading years away in the same statement does not make the years between stale', async () => {
+  const meter = await registerDevice();
+  const times = ['2024-06-01T00:00:00Z', '2024-06-01T00:10:00Z', '2099-01-01T00:00:00Z', '1999-01-01T00:00:00Z'];
+  await sql(`INSERT INTO flux.mg_meter_readings (device_id, time, energy_imported_active)
+             SELECT $1, t, 5 FROM unnest($2::timestamptz[]) t`, [meter.id, times]);
+  const logged = await sql(`SELECT lo, hi FROM flux_internal.meter_rollup_pending WHERE device_id = $1 ORDER BY lo`, [meter.id]);
+  assert.deepEqual(logged.map((r) => [r.lo.toISOString(), r.hi.toISOString()]), [
+    ['1999-01-01T00:00:00.000Z', '1999-01-01T00:00:00.000Z'],
+    ['2024-06-01T00:00:00.000Z', '2024-06-01T00:10:00.000Z'],
+    ['2099-01-01T00:00:00.000Z', '2099-01-01T00:00:00.000Z'],
+  ]);
+  // Its refresh writes the buckets around the readings, not a century of them.
+  await refreshUntilCurrent([meter.id]);
+  const [{ n }] = await sql('SELECT count(*)::int AS n FROM flux_internal.meter_rollup_5m WHERE device_id = $1', [meter.id]);
+  assert.ok(n > 0 && n < 100, `${n} rollup rows`);
+});
+
 test('bad arguments to the refresh are clear errors', async () => {
   for (const budget of [0, -5]) {
     await assert.rejects(sql('SELECT flux.refresh_energy_rollups($1)', [budget]), (e) => e.code === '22023' && /max_device_days must be positive/.test(e.message));

@@ -773,6 +773,19 @@ proptest! {
                 fold.add(p, PARTIAL_WIDTH).unwrap();
             }
             same_rows(&fold.finish(), &want)?;
+            // Through a tier of hours (of days, for whole days): partials of partials.
+            let tier = if grid.width() % (1_440 * MINUTE) == 0 { 1_440 * MINUTE } else { 60 * MINUTE };
+            if grid.width() % tier == 0 && grid.start() % tier == 0 {
+                let mut coarse = Fold::new(Grid::covering(grid.start(), grid.end(), tier).unwrap());
+                for p in store.range(grid.start()..grid.end()).map(|(_, p)| p) {
+                    coarse.add(p, PARTIAL_WIDTH).unwrap();
+                }
+                let mut fold = Fold::new(grid);
+                for p in coarse.into_partials() {
+                    fold.add(&p, tier).unwrap();
+                }
+                same_rows(&fold.finish(), &want)?;
+            }
         }
     }
 

@@ -194,4 +194,10 @@ impl Fold {
             .map(|p| p.row(width))
             .collect()
     }
+
+    /// The partials of the buckets that received one, ascending by start: coarser partials,
+    /// which fold on in turn (a day's of its 5-minute ones, a month's of its days).
+    pub fn into_partials(self) -> Vec<Partial> {
+        self.buckets.into_iter().flatten().collect()
+    }
 }
