@@ -136,10 +136,20 @@ fn run_in(database: &str) {
     }
 }
 
+unsafe extern "C-unwind" {
+    /// PostgreSQL's SIGTERM handler of a backend (tcop/postgres.c): sets ProcDiePending, which
+    /// the next CHECK_FOR_INTERRUPTS acts on. The raw symbol, as a signal handler must be.
+    #[link_name = "die"]
+    fn postgres_die(signal: std::ffi::c_int);
+}
+
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn flux_maintenance_worker(_arg: pg_sys::Datum) {
-    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGTERM);
+    // A backend's own SIGTERM handler: a step (a refresh of the energy rollups can take
+    // seconds) is cancelled where it stands, so that a shutdown does not wait for it.
+    // SAFETY: `die` is PostgreSQL's handler for regular backends, which this worker is.
+    unsafe { pg_sys::pqsignal(pg_sys::SIGTERM as i32, Some(postgres_die)) };
     BackgroundWorker::connect_worker_to_spi(Some(BackgroundWorker::get_extra()), None);
     BackgroundWorker::transaction(trusted_search_path);
     let installed = BackgroundWorker::transaction(|| {
@@ -153,9 +163,6 @@ pub extern "C-unwind" fn flux_maintenance_worker(_arg: pg_sys::Datum) {
     // Tables whose step failed this round.
     let mut skip: Vec<String> = Vec::new();
     for _ in 0..MAX_STEPS_PER_ROUND {
-        if BackgroundWorker::sigterm_received() {
-            return;
-        }
         let actions = BackgroundWorker::transaction(|| step(&skip));
         if actions.is_empty() {
             return;

@@ -166,26 +166,37 @@ pub(crate) fn device_buckets(
         // Whole days from the daily tier, but for the days a stale window touches: those from
         // their 5-minute partials and the stale windows themselves.
         let stale_days = widen(&stale, DAY_US);
-        for_each_partial(spi, DAILY, ids.as_deref(), range, |device, p| {
-            if !within(stale_days.get(&device), p.start) {
-                add(device, &p, DAY_US);
-            }
-        });
-        if let Some(days) = span_of(&stale_days) {
-            let stale_ids: Vec<Uuid> = stale_days.keys().map(|&k| uuid_of(k)).collect();
-            for_each_partial(spi, FIVE_MINUTES, Some(&stale_ids), days, |device, p| {
-                if within(stale_days.get(&device), p.start) && !within(stale.get(&device), p.start)
-                {
+        for_each_partial(
+            spi,
+            DAILY,
+            Scope::Range(ids.as_deref(), range),
+            |device, p| {
+                if !within(stale_days.get(&device), p.start) {
+                    add(device, &p, DAY_US);
+                }
+            },
+        );
+        for_each_partial(
+            spi,
+            FIVE_MINUTES,
+            Scope::Windows(&stale_days),
+            |device, p| {
+                if !within(stale.get(&device), p.start) {
                     add(device, &p, PARTIAL_WIDTH);
                 }
-            });
-        }
+            },
+        );
     } else {
-        for_each_partial(spi, FIVE_MINUTES, ids.as_deref(), range, |device, p| {
-            if !within(stale.get(&device), p.start) {
-                add(device, &p, PARTIAL_WIDTH);
-            }
-        });
+        for_each_partial(
+            spi,
+            FIVE_MINUTES,
+            Scope::Range(ids.as_deref(), range),
+            |device, p| {
+                if !within(stale.get(&device), p.start) {
+                    add(device, &p, PARTIAL_WIDTH);
+                }
+            },
+        );
     }
     recompute(spi, &devices, &stale, |device, p| {
         add(device, p, PARTIAL_WIDTH)
@@ -223,21 +234,6 @@ fn widen(windows: &Windows, unit: i64) -> Windows {
             (key, wide)
         })
         .collect()
-}
-
-/// From the earliest start to the latest end of the windows.
-fn span_of(windows: &Windows) -> Option<(i64, i64)> {
-    let lo = windows
-        .values()
-        .filter_map(|w| w.first())
-        .map(|w| w.0)
-        .min()?;
-    let hi = windows
-        .values()
-        .filter_map(|w| w.last())
-        .map(|w| w.1)
-        .max()?;
-    Some((lo, hi))
 }
 
 fn uuid_of(key: u128) -> Uuid {
@@ -415,22 +411,50 @@ const PARTIAL_COLUMNS: &str = "device_id, bucket, reading_count, power_sum, powe
      imported_delta, imported_covered_us, imported_flags, imported_set_aside, \
      exported_delta, exported_covered_us, exported_flags, exported_set_aside";
 
-/// Streams the materialised partials of a tier in `[from, to)`, of the given devices or of
-/// all the caller sees.
+/// Which partials to read: those of a range, of the given devices or of all the caller sees,
+/// or those inside per-device windows.
+enum Scope<'a> {
+    Range(Option<&'a [Uuid]>, (i64, i64)),
+    Windows(&'a Windows),
+}
+
+/// Streams the materialised partials of a tier in a scope.
 fn for_each_partial(
     spi: &SpiClient<'_>,
     table: &str,
-    ids: Option<&[Uuid]>,
-    (from, to): (i64, i64),
+    scope: Scope<'_>,
     mut take: impl FnMut(u128, Partial),
 ) {
-    let mut query =
-        format!("SELECT {PARTIAL_COLUMNS} FROM {table} WHERE bucket >= $1 AND bucket < $2");
-    let mut args = vec![Arg::new(timestamptz(from)), Arg::new(timestamptz(to))];
-    if let Some(ids) = ids {
-        query.push_str(" AND device_id = ANY($3)");
-        args.push(Arg::new(ids.to_vec()));
-    }
+    let (query, args) = match scope {
+        Scope::Range(ids, (from, to)) => {
+            let mut query =
+                format!("SELECT {PARTIAL_COLUMNS} FROM {table} WHERE bucket >= $1 AND bucket < $2");
+            let mut args = vec![Arg::new(timestamptz(from)), Arg::new(timestamptz(to))];
+            if let Some(ids) = ids {
+                query.push_str(" AND device_id = ANY($3)");
+                args.push(Arg::new(ids.to_vec()));
+            }
+            (query, args)
+        }
+        Scope::Windows(windows) => {
+            let (mut ids, mut los, mut his) = (Vec::new(), Vec::new(), Vec::new());
+            for (&key, w) in windows {
+                for &(lo, hi) in w {
+                    ids.push(uuid_of(key));
+                    los.push(timestamptz(lo));
+                    his.push(timestamptz(hi));
+                }
+            }
+            (
+                format!(
+                    "SELECT {PARTIAL_COLUMNS} \
+                     FROM unnest($1::uuid[], $2::timestamptz[], $3::timestamptz[]) AS w(id, lo, hi) \
+                     JOIN {table} ON device_id = w.id AND bucket >= w.lo AND bucket < w.hi"
+                ),
+                vec![Arg::new(ids), Arg::new(los), Arg::new(his)],
+            )
+        }
+    };
     for_each_row(spi, &query, &args, &mut |values, nulls| {
         // SAFETY: the columns of PARTIAL_COLUMNS, in order: uuid (a pointer to 16 bytes) and
         // timestamptz, then by-value numbers, and float8[] read with FromDatum.
@@ -597,22 +621,20 @@ fn refresh_energy_rollups(
         // The days the windows touch are folded again from their 5-minute partials: those
         // outside the windows as stored, read before they are replaced, and the new ones.
         let days = widen(&now, DAY_US);
-        let mut day_folds: BTreeMap<u128, Fold> = BTreeMap::new();
+        let mut day_folds: BTreeMap<(u128, i64), Fold> = BTreeMap::new();
         let mut fold_day = |key: u128, p: &Partial| {
-            let (lo, hi) = span_of(&days).expect("windows to refresh");
+            let day = p.start.div_euclid(DAY_US) * DAY_US;
             day_folds
-                .entry(key)
-                .or_insert_with(|| Fold::new(Grid::covering(lo, hi, DAY_US).expect("days")))
+                .entry((key, day))
+                .or_insert_with(|| Fold::new(Grid::exactly(day, day + DAY_US).expect("a day")))
                 .add(p, PARTIAL_WIDTH)
                 .expect("5-minute buckets lie in one day");
         };
-        if let Some(span) = span_of(&days) {
-            for_each_partial(spi, FIVE_MINUTES, Some(&ids), span, |key, p| {
-                if within(days.get(&key), p.start) && !within(now.get(&key), p.start) {
-                    fold_day(key, &p);
-                }
-            });
-        }
+        for_each_partial(spi, FIVE_MINUTES, Scope::Windows(&days), |key, p| {
+            if !within(now.get(&key), p.start) {
+                fold_day(key, &p);
+            }
+        });
         let mut rows = PartialRows::default();
         recompute(spi, &devices, &now, |key, p| {
             rows.push(key, p);
@@ -624,7 +646,7 @@ fn refresh_energy_rollups(
             .map(|(lo, hi)| (hi - lo) / PARTIAL_WIDTH)
             .sum();
         let mut daily_rows = PartialRows::default();
-        for (key, fold) in day_folds {
+        for ((key, _), fold) in day_folds {
             for p in fold.into_partials() {
                 daily_rows.push(key, &p);
             }

@@ -146,7 +146,7 @@ AS 'MODULE_PATHNAME', 'meter_energy_set_aside_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/rollups.rs:474
+-- src/rollups.rs:498
 -- flux::rollups::refresh_energy_rollups
 CREATE  FUNCTION "refresh_energy_rollups"(
 	"max_device_days" INT DEFAULT 400, /* Option < i32 > */
@@ -214,141 +214,6 @@ CREATE  FUNCTION "sign_jwt"(
 STABLE PARALLEL SAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'sign_jwt_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/keys.rs:55
-CREATE SCHEMA IF NOT EXISTS flux_internal; /* flux::keys::flux_internal */
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/keys.rs:62
--- flux::keys::flux_internal::jwt_sign
--- Skipped due to `#[pgrx(sql = false)]`
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/energy.rs:793
-CREATE SCHEMA IF NOT EXISTS flux_internal; /* flux::energy::flux_internal */
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/energy.rs:811
--- flux::energy::flux_internal::energy_metadata_error
--- Skipped due to `#[pgrx(sql = false)]`
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/energy.rs:801
--- flux::energy::flux_internal::energy_metadata_error
-CREATE  FUNCTION flux_internal."energy_metadata_error"(
-	"metadata" TEXT /* Option < & str > */
-) RETURNS TEXT /* Option < String > */
-IMMUTABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'energy_metadata_error_of_text_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/edge.rs:183
-CREATE SCHEMA IF NOT EXISTS flux_internal; /* flux::edge::flux_internal */
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/edge.rs:194
--- flux::edge::flux_internal::check_request
-CREATE  FUNCTION flux_internal."check_request"() RETURNS TEXT[] /* :: std :: option :: Option < Vec < String > > */
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'check_request_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/edge.rs:286
--- flux::edge::flux_internal::cancel_request
-CREATE  FUNCTION flux_internal."cancel_request"(
-	"request_id" TEXT /* & str */
-) RETURNS bool /* bool */
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'cancel_request_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/lib.rs:82
--- requires:
---   roles
---   edge::flux_internal::check_request
---   edge::flux_internal::cancel_request
-
--- The API edge: PostgREST calls flux_internal.pre_request() before every request
--- (db-pre-request = "flux_internal.pre_request"). The decision — api key, rate limit — is made
--- natively by flux_internal.check_request; this front door only applies it, because custom
--- HTTP statuses (RAISE SQLSTATE 'PGRST') can only be raised from plpgsql.
---
--- It writes no table: PostgREST runs GET requests in READ ONLY transactions, so the token
--- buckets live in shared memory.
-CREATE FUNCTION flux_internal.pre_request() RETURNS void
-LANGUAGE plpgsql
-AS $$
-DECLARE
-    refusal text[] := flux_internal.check_request();
-BEGIN
-    IF refusal IS NOT NULL THEN
-        RAISE SQLSTATE 'PGRST' USING MESSAGE = refusal[1], DETAIL = refusal[2];
-    END IF;
-END
-$$;
-
-COMMENT ON FUNCTION flux_internal.pre_request() IS
-    'PostgREST db-pre-request hook: rejects requests without a valid api key (401) or over their rate limit (429), and sets the X-RateLimit-* headers.';
-
--- PostgREST runs the hook as whichever role the request's JWT names, including roles a project
--- adds beyond the three built-in ones: every role may execute it (functions are executable by
--- PUBLIC by default); what else lives in flux_internal keeps its own grants.
-GRANT USAGE ON SCHEMA flux_internal TO PUBLIC;
-
-COMMENT ON FUNCTION flux_internal.cancel_request(text) IS
-    'Cancels the statement of the request the router named (x-flux-request-id) if a backend still serves it: the router calls it when the client leaves or PostgREST''s answer is overdue.';
-
--- The router connects as PostgREST's login role to cancel; nobody else needs to.
-REVOKE ALL ON FUNCTION flux_internal.cancel_request(text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION flux_internal.cancel_request(text) TO authenticator;
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/lib.rs:91
--- requires:
---   roles
---   edge
---   keys::sign_jwt
-
--- Minting api keys and access tokens from SQL: flux.sign_jwt (src/keys.rs) checks the claims
--- and signs them natively with the superuser-only setting `flux.jwt_secret` (the secret
--- PostgREST verifies with). No API role can read the secret, and there is no lower-level
--- signer to call around the checks.
-
-COMMENT ON FUNCTION flux.sign_jwt(jsonb, interval) IS
-    'Signs claims (role anon, authenticated or service_role; optional sub, sites, ...) as an HS256 JWT valid for valid_for. Service role only.';
-
-REVOKE ALL ON FUNCTION flux.sign_jwt(jsonb, interval) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION flux.sign_jwt(jsonb, interval) TO service_role;
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/rollups.rs:829
-CREATE SCHEMA IF NOT EXISTS flux_internal; /* flux::rollups::flux_internal */
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/rollups.rs:836
--- flux::rollups::flux_internal::rollups_current_before
-CREATE  FUNCTION flux_internal."rollups_current_before"(
-	"upper" timestamp with time zone /* TimestampWithTimeZone */
-) RETURNS bool /* bool */
-STRICT STABLE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'rollups_current_before_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -513,6 +378,161 @@ SELECT pg_catalog.pg_extension_config_dump('flux_partitions.market_data_default'
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- src/lib.rs:66
+-- requires:
+--   tables
+
+-- Realtime: changes of the flux tables reach subscribers through the publication
+-- `supabase_realtime`, the one Supabase's realtime server and Flux's own read. It is created when
+-- absent; an existing one (a Supabase project's) is extended, never dropped or replaced.
+DO $publication$
+DECLARE
+    flux_table regclass;
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_publication WHERE pubname = 'supabase_realtime') THEN
+        CREATE PUBLICATION supabase_realtime;
+    END IF;
+    IF (SELECT puballtables FROM pg_publication WHERE pubname = 'supabase_realtime') THEN
+        RETURN;  -- FOR ALL TABLES already covers ours
+    END IF;
+    FOREACH flux_table IN ARRAY ARRAY['flux.mg_device_registry', 'flux.mg_bess_readings',
+                                      'flux.mg_meter_readings', 'flux.market_data']::regclass[]
+    LOOP
+        IF NOT EXISTS (SELECT FROM pg_publication_rel pr
+                       JOIN pg_publication p ON p.oid = pr.prpubid
+                       WHERE p.pubname = 'supabase_realtime' AND pr.prrelid = flux_table) THEN
+            EXECUTE format('ALTER PUBLICATION supabase_realtime ADD TABLE %s', flux_table);
+        END IF;
+    END LOOP;
+END
+$publication$;
+
+-- UPDATE and DELETE events carry the old row. Inserts, the bulk of telemetry, are unaffected.
+ALTER TABLE flux.mg_device_registry REPLICA IDENTITY FULL;
+ALTER TABLE flux.mg_bess_readings REPLICA IDENTITY FULL;
+ALTER TABLE flux.mg_meter_readings REPLICA IDENTITY FULL;
+ALTER TABLE flux.market_data REPLICA IDENTITY FULL;
+-- Changes are logged per partition, so each partition carries the setting as well
+-- (maintenance sets it on those it creates).
+ALTER TABLE flux_partitions.mg_bess_readings_default REPLICA IDENTITY FULL;
+ALTER TABLE flux_partitions.mg_meter_readings_default REPLICA IDENTITY FULL;
+ALTER TABLE flux_partitions.market_data_default REPLICA IDENTITY FULL;
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/edge.rs:183
+CREATE SCHEMA IF NOT EXISTS flux_internal; /* flux::edge::flux_internal */
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/edge.rs:286
+-- flux::edge::flux_internal::cancel_request
+CREATE  FUNCTION flux_internal."cancel_request"(
+	"request_id" TEXT /* & str */
+) RETURNS bool /* bool */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'cancel_request_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/edge.rs:194
+-- flux::edge::flux_internal::check_request
+CREATE  FUNCTION flux_internal."check_request"() RETURNS TEXT[] /* :: std :: option :: Option < Vec < String > > */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'check_request_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/lib.rs:82
+-- requires:
+--   roles
+--   edge::flux_internal::check_request
+--   edge::flux_internal::cancel_request
+
+-- The API edge: PostgREST calls flux_internal.pre_request() before every request
+-- (db-pre-request = "flux_internal.pre_request"). The decision — api key, rate limit — is made
+-- natively by flux_internal.check_request; this front door only applies it, because custom
+-- HTTP statuses (RAISE SQLSTATE 'PGRST') can only be raised from plpgsql.
+--
+-- It writes no table: PostgREST runs GET requests in READ ONLY transactions, so the token
+-- buckets live in shared memory.
+CREATE FUNCTION flux_internal.pre_request() RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    refusal text[] := flux_internal.check_request();
+BEGIN
+    IF refusal IS NOT NULL THEN
+        RAISE SQLSTATE 'PGRST' USING MESSAGE = refusal[1], DETAIL = refusal[2];
+    END IF;
+END
+$$;
+
+COMMENT ON FUNCTION flux_internal.pre_request() IS
+    'PostgREST db-pre-request hook: rejects requests without a valid api key (401) or over their rate limit (429), and sets the X-RateLimit-* headers.';
+
+-- PostgREST runs the hook as whichever role the request's JWT names, including roles a project
+-- adds beyond the three built-in ones: every role may execute it (functions are executable by
+-- PUBLIC by default); what else lives in flux_internal keeps its own grants.
+GRANT USAGE ON SCHEMA flux_internal TO PUBLIC;
+
+COMMENT ON FUNCTION flux_internal.cancel_request(text) IS
+    'Cancels the statement of the request the router named (x-flux-request-id) if a backend still serves it: the router calls it when the client leaves or PostgREST''s answer is overdue.';
+
+-- The router connects as PostgREST's login role to cancel; nobody else needs to.
+REVOKE ALL ON FUNCTION flux_internal.cancel_request(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION flux_internal.cancel_request(text) TO authenticator;
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/lib.rs:91
+-- requires:
+--   roles
+--   edge
+--   keys::sign_jwt
+
+-- Minting api keys and access tokens from SQL: flux.sign_jwt (src/keys.rs) checks the claims
+-- and signs them natively with the superuser-only setting `flux.jwt_secret` (the secret
+-- PostgREST verifies with). No API role can read the secret, and there is no lower-level
+-- signer to call around the checks.
+
+COMMENT ON FUNCTION flux.sign_jwt(jsonb, interval) IS
+    'Signs claims (role anon, authenticated or service_role; optional sub, sites, ...) as an HS256 JWT valid for valid_for. Service role only.';
+
+REVOKE ALL ON FUNCTION flux.sign_jwt(jsonb, interval) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION flux.sign_jwt(jsonb, interval) TO service_role;
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/keys.rs:55
+CREATE SCHEMA IF NOT EXISTS flux_internal; /* flux::keys::flux_internal */
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/keys.rs:62
+-- flux::keys::flux_internal::jwt_sign
+-- Skipped due to `#[pgrx(sql = false)]`
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/energy.rs:793
+CREATE SCHEMA IF NOT EXISTS flux_internal; /* flux::energy::flux_internal */
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/energy.rs:801
+-- flux::energy::flux_internal::energy_metadata_error
+CREATE  FUNCTION flux_internal."energy_metadata_error"(
+	"metadata" TEXT /* Option < & str > */
+) RETURNS TEXT /* Option < String > */
+IMMUTABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'energy_metadata_error_of_text_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- src/lib.rs:27
 -- requires:
 --   tables
@@ -642,45 +662,127 @@ FROM unnest(ARRAY['flux_partitions.mg_bess_readings_default', 'flux_partitions.m
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:66
+-- src/lib.rs:35
 -- requires:
 --   tables
+--   registry
 
--- Realtime: changes of the flux tables reach subscribers through the publication
--- `supabase_realtime`, the one Supabase's realtime server and Flux's own read. It is created when
--- absent; an existing one (a Supabase project's) is extended, never dropped or replaced.
-DO $publication$
+-- Device references, checked once per statement.
+--
+-- The readings' foreign keys to the registry stay declared (sql/tables.sql): they refuse to
+-- delete a device that has readings, cascade an id change, and tell PostgREST how to embed the
+-- device in a reading. But PostgreSQL checks a foreign key on insert once per row, with one
+-- index probe and one row lock each: ~40 % of the time of a COPY. Here one statement-level
+-- trigger checks all rows of a statement with one query over its distinct devices instead, and
+-- the per-row check triggers are disabled. Same guarantees:
+--   * every device_id is in the registry, or the whole statement fails with 23503 (409);
+--   * the devices are locked FOR KEY SHARE, as the foreign key's check does, so a concurrent
+--     delete of one waits for this transaction and then fails on the readings it finds.
+-- Partitions attached later get the per-row triggers enabled again; maintenance disables them
+-- (flux_internal.disable_row_reference_checks). Until then a reading is checked twice.
+
+CREATE FUNCTION flux_internal.check_device_references() RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
 DECLARE
-    flux_table regclass;
+    locked uuid[];
+    missing uuid;
 BEGIN
-    IF NOT EXISTS (SELECT FROM pg_publication WHERE pubname = 'supabase_realtime') THEN
-        CREATE PUBLICATION supabase_realtime;
+    -- Lock the devices in id order, as two concurrent statements must not deadlock, and check
+    -- against the devices locked: one registered after the lock's snapshot is not locked, and
+    -- could be deleted before this transaction commits.
+    SELECT array_agg(l.id) INTO locked
+    FROM (SELECT d.id FROM flux.mg_device_registry d
+          WHERE d.id IN (SELECT n.device_id FROM new_rows n)
+          ORDER BY d.id
+          FOR KEY SHARE) AS l;
+
+    SELECT n.device_id INTO missing
+    FROM (SELECT DISTINCT device_id FROM new_rows) n
+    LEFT JOIN unnest(locked) AS l(id) ON l.id = n.device_id
+    WHERE l.id IS NULL
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'insert or update on table "%" violates foreign key constraint "%_device_id_fkey"',
+                TG_TABLE_NAME, TG_TABLE_NAME
+            USING ERRCODE = '23503',
+                  DETAIL = format('Key (device_id)=(%s) is not present in table "mg_device_registry".', missing),
+                  SCHEMA = TG_TABLE_SCHEMA, TABLE = TG_TABLE_NAME,
+                  CONSTRAINT = TG_TABLE_NAME || '_device_id_fkey';
     END IF;
-    IF (SELECT puballtables FROM pg_publication WHERE pubname = 'supabase_realtime') THEN
-        RETURN;  -- FOR ALL TABLES already covers ours
-    END IF;
-    FOREACH flux_table IN ARRAY ARRAY['flux.mg_device_registry', 'flux.mg_bess_readings',
-                                      'flux.mg_meter_readings', 'flux.market_data']::regclass[]
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION flux_internal.check_device_references() IS
+    'Statement-level check that every device_id of the new rows is registered (23503 otherwise), locking the devices FOR KEY SHARE as a foreign key check does.';
+
+-- Transition tables cannot be shared by INSERT and UPDATE triggers, hence two of each.
+CREATE TRIGGER check_device_references_on_insert
+    AFTER INSERT ON flux.mg_bess_readings REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION flux_internal.check_device_references();
+CREATE TRIGGER check_device_references_on_update
+    AFTER UPDATE ON flux.mg_bess_readings REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION flux_internal.check_device_references();
+CREATE TRIGGER check_device_references_on_insert
+    AFTER INSERT ON flux.mg_meter_readings REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION flux_internal.check_device_references();
+CREATE TRIGGER check_device_references_on_update
+    AFTER UPDATE ON flux.mg_meter_readings REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION flux_internal.check_device_references();
+
+-- Disables the foreign keys' per-row check triggers on the reading tables and every partition
+-- (the statement-level triggers above replace them); returns the partitions it changed.
+-- Their delete and update triggers on the registry stay on.
+CREATE FUNCTION flux_internal.disable_row_reference_checks() RETURNS SETOF regclass
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    rel regclass;
+    trigger_name name;
+BEGIN
+    FOR rel, trigger_name IN
+        SELECT t.tgrelid::regclass, t.tgname
+        FROM pg_trigger t
+        JOIN pg_constraint c ON c.oid = t.tgconstraint
+        WHERE c.conname IN ('mg_bess_readings_device_id_fkey', 'mg_meter_readings_device_id_fkey')
+          AND c.confrelid = 'flux.mg_device_registry'::regclass
+          AND t.tgrelid <> c.confrelid
+          AND t.tgenabled <> 'D'
+        ORDER BY t.tgrelid::regclass::text
     LOOP
-        IF NOT EXISTS (SELECT FROM pg_publication_rel pr
-                       JOIN pg_publication p ON p.oid = pr.prpubid
-                       WHERE p.pubname = 'supabase_realtime' AND pr.prrelid = flux_table) THEN
-            EXECUTE format('ALTER PUBLICATION supabase_realtime ADD TABLE %s', flux_table);
-        END IF;
+        EXECUTE format('ALTER TABLE %s DISABLE TRIGGER %I', rel, trigger_name);
+        RETURN NEXT rel;
     END LOOP;
 END
-$publication$;
+$$;
+REVOKE ALL ON FUNCTION flux_internal.disable_row_reference_checks() FROM PUBLIC;
 
--- UPDATE and DELETE events carry the old row. Inserts, the bulk of telemetry, are unaffected.
-ALTER TABLE flux.mg_device_registry REPLICA IDENTITY FULL;
-ALTER TABLE flux.mg_bess_readings REPLICA IDENTITY FULL;
-ALTER TABLE flux.mg_meter_readings REPLICA IDENTITY FULL;
-ALTER TABLE flux.market_data REPLICA IDENTITY FULL;
--- Changes are logged per partition, so each partition carries the setting as well
--- (maintenance sets it on those it creates).
-ALTER TABLE flux_partitions.mg_bess_readings_default REPLICA IDENTITY FULL;
-ALTER TABLE flux_partitions.mg_meter_readings_default REPLICA IDENTITY FULL;
-ALTER TABLE flux_partitions.market_data_default REPLICA IDENTITY FULL;
+SELECT count(*) FROM flux_internal.disable_row_reference_checks();
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/energy.rs:811
+-- flux::energy::flux_internal::energy_metadata_error
+-- Skipped due to `#[pgrx(sql = false)]`
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/rollups.rs:851
+CREATE SCHEMA IF NOT EXISTS flux_internal; /* flux::rollups::flux_internal */
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/rollups.rs:858
+-- flux::rollups::flux_internal::rollups_current_before
+CREATE  FUNCTION flux_internal."rollups_current_before"(
+	"upper" timestamp with time zone /* TimestampWithTimeZone */
+) RETURNS bool /* bool */
+STRICT STABLE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'rollups_current_before_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -856,108 +958,6 @@ REVOKE ALL ON FUNCTION flux.refresh_energy_rollups(integer, timestamptz) FROM PU
 GRANT EXECUTE ON FUNCTION flux.refresh_energy_rollups(integer, timestamptz) TO service_role;
 COMMENT ON FUNCTION flux.refresh_energy_rollups(integer, timestamptz) IS
     'Materialises the 5-minute energy rollups of the meter readings changed since the last refresh (of the changes logged before logged_before, if given), for at most max_device_days device-days of readings; returns the number of buckets recomputed (0: nothing was pending, or another refresh is running). The maintenance worker calls it every round; the energy RPCs are current either way.';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/lib.rs:35
--- requires:
---   tables
---   registry
-
--- Device references, checked once per statement.
---
--- The readings' foreign keys to the registry stay declared (sql/tables.sql): they refuse to
--- delete a device that has readings, cascade an id change, and tell PostgREST how to embed the
--- device in a reading. But PostgreSQL checks a foreign key on insert once per row, with one
--- index probe and one row lock each: ~40 % of the time of a COPY. Here one statement-level
--- trigger checks all rows of a statement with one query over its distinct devices instead, and
--- the per-row check triggers are disabled. Same guarantees:
---   * every device_id is in the registry, or the whole statement fails with 23503 (409);
---   * the devices are locked FOR KEY SHARE, as the foreign key's check does, so a concurrent
---     delete of one waits for this transaction and then fails on the readings it finds.
--- Partitions attached later get the per-row triggers enabled again; maintenance disables them
--- (flux_internal.disable_row_reference_checks). Until then a reading is checked twice.
-
-CREATE FUNCTION flux_internal.check_device_references() RETURNS trigger
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    locked uuid[];
-    missing uuid;
-BEGIN
-    -- Lock the devices in id order, as two concurrent statements must not deadlock, and check
-    -- against the devices locked: one registered after the lock's snapshot is not locked, and
-    -- could be deleted before this transaction commits.
-    SELECT array_agg(l.id) INTO locked
-    FROM (SELECT d.id FROM flux.mg_device_registry d
-          WHERE d.id IN (SELECT n.device_id FROM new_rows n)
-          ORDER BY d.id
-          FOR KEY SHARE) AS l;
-
-    SELECT n.device_id INTO missing
-    FROM (SELECT DISTINCT device_id FROM new_rows) n
-    LEFT JOIN unnest(locked) AS l(id) ON l.id = n.device_id
-    WHERE l.id IS NULL
-    LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION 'insert or update on table "%" violates foreign key constraint "%_device_id_fkey"',
-                TG_TABLE_NAME, TG_TABLE_NAME
-            USING ERRCODE = '23503',
-                  DETAIL = format('Key (device_id)=(%s) is not present in table "mg_device_registry".', missing),
-                  SCHEMA = TG_TABLE_SCHEMA, TABLE = TG_TABLE_NAME,
-                  CONSTRAINT = TG_TABLE_NAME || '_device_id_fkey';
-    END IF;
-    RETURN NULL;
-END
-$$;
-COMMENT ON FUNCTION flux_internal.check_device_references() IS
-    'Statement-level check that every device_id of the new rows is registered (23503 otherwise), locking the devices FOR KEY SHARE as a foreign key check does.';
-
--- Transition tables cannot be shared by INSERT and UPDATE triggers, hence two of each.
-CREATE TRIGGER check_device_references_on_insert
-    AFTER INSERT ON flux.mg_bess_readings REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION flux_internal.check_device_references();
-CREATE TRIGGER check_device_references_on_update
-    AFTER UPDATE ON flux.mg_bess_readings REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION flux_internal.check_device_references();
-CREATE TRIGGER check_device_references_on_insert
-    AFTER INSERT ON flux.mg_meter_readings REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION flux_internal.check_device_references();
-CREATE TRIGGER check_device_references_on_update
-    AFTER UPDATE ON flux.mg_meter_readings REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION flux_internal.check_device_references();
-
--- Disables the foreign keys' per-row check triggers on the reading tables and every partition
--- (the statement-level triggers above replace them); returns the partitions it changed.
--- Their delete and update triggers on the registry stay on.
-CREATE FUNCTION flux_internal.disable_row_reference_checks() RETURNS SETOF regclass
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    rel regclass;
-    trigger_name name;
-BEGIN
-    FOR rel, trigger_name IN
-        SELECT t.tgrelid::regclass, t.tgname
-        FROM pg_trigger t
-        JOIN pg_constraint c ON c.oid = t.tgconstraint
-        WHERE c.conname IN ('mg_bess_readings_device_id_fkey', 'mg_meter_readings_device_id_fkey')
-          AND c.confrelid = 'flux.mg_device_registry'::regclass
-          AND t.tgrelid <> c.confrelid
-          AND t.tgenabled <> 'D'
-        ORDER BY t.tgrelid::regclass::text
-    LOOP
-        EXECUTE format('ALTER TABLE %s DISABLE TRIGGER %I', rel, trigger_name);
-        RETURN NEXT rel;
-    END LOOP;
-END
-$$;
-REVOKE ALL ON FUNCTION flux_internal.disable_row_reference_checks() FROM PUBLIC;
-
-SELECT count(*) FROM flux_internal.disable_row_reference_checks();
 /* </end connected objects> */
 
 /* <begin connected objects> */
