@@ -26,7 +26,7 @@ use pgrx::{PgSqlErrorCode, Uuid};
 const HOUR_US: i64 = 3_600_000_000;
 /// Pending changes of a device closer than this are widened together.
 const CLUSTER_GAP_US: i64 = HOUR_US;
-/// Raw computations group stale windows by the hours they touch, and span at most this.
+/// A raw computation of stale windows spans at most this.
 const GROUP_MAX_US: i64 = 31 * DAY_US;
 /// How far a pending change can reach: the last context window, and a day of margin.
 const REACH_US: i64 = 32 * DAY_US;
@@ -35,6 +35,8 @@ const REACH_US: i64 = 32 * DAY_US;
 const FIVE_MINUTES: &str = "flux_internal.meter_rollup_5m";
 const DAILY: &str = "flux_internal.meter_rollup_1d";
 
+/// Devices one refresh step takes changes of (the budget then bounds the work).
+const DEVICES_PER_STEP: i64 = 1000;
 /// Bit 8 of a register's flags: a reading of the register lies in the bucket.
 const HAS_READING: i16 = 1 << 8;
 
@@ -142,8 +144,9 @@ pub(crate) fn device_buckets(
             .collect();
     }
 
-    let ids = (!all_visible).then(|| devices.iter().map(|d| d.0).collect::<Vec<_>>());
-    let entries = pending(spi, ids.as_deref(), Some(grid.start()), grid.end());
+    let visible: Vec<Uuid> = devices.iter().map(|d| d.0).collect();
+    let ids = (!all_visible).then_some(visible.as_slice());
+    let entries = pending(spi, &visible, grid.start(), grid.end());
     let stale = stale_windows(
         spi,
         entries,
@@ -166,16 +169,11 @@ pub(crate) fn device_buckets(
         // Whole days from the daily tier, but for the days a stale window touches: those from
         // their 5-minute partials and the stale windows themselves.
         let stale_days = widen(&stale, DAY_US);
-        for_each_partial(
-            spi,
-            DAILY,
-            Scope::Range(ids.as_deref(), range),
-            |device, p| {
-                if !within(stale_days.get(&device), p.start) {
-                    add(device, &p, DAY_US);
-                }
-            },
-        );
+        for_each_partial(spi, DAILY, Scope::Range(ids, range), |device, p| {
+            if !within(stale_days.get(&device), p.start) {
+                add(device, &p, DAY_US);
+            }
+        });
         for_each_partial(
             spi,
             FIVE_MINUTES,
@@ -187,16 +185,11 @@ pub(crate) fn device_buckets(
             },
         );
     } else {
-        for_each_partial(
-            spi,
-            FIVE_MINUTES,
-            Scope::Range(ids.as_deref(), range),
-            |device, p| {
-                if !within(stale.get(&device), p.start) {
-                    add(device, &p, PARTIAL_WIDTH);
-                }
-            },
-        );
+        for_each_partial(spi, FIVE_MINUTES, Scope::Range(ids, range), |device, p| {
+            if !within(stale.get(&device), p.start) {
+                add(device, &p, PARTIAL_WIDTH);
+            }
+        });
     }
     recompute(spi, &devices, &stale, |device, p| {
         add(device, p, PARTIAL_WIDTH)
@@ -240,44 +233,41 @@ fn uuid_of(key: u128) -> Uuid {
     Uuid::from_bytes(key.to_be_bytes())
 }
 
-/// Pending changes `(device, lo, hi)` (µs, infinite bounds as `i64::MIN`/`MAX`) that can reach
-/// `[from, to)`, of the given devices or of all the caller sees.
-/// `from` None: from the beginning.
-fn pending(
-    spi: &SpiClient<'_>,
-    ids: Option<&[Uuid]>,
-    from: Option<i64>,
-    to: i64,
-) -> Vec<(Uuid, i64, i64)> {
-    spi.select(
-        "SELECT device_id, lo, hi FROM flux_internal.meter_rollup_pending \
-         WHERE lo < $2 AND ($1::timestamptz IS NULL OR hi >= $1) \
-           AND ($3::uuid[] IS NULL OR device_id = ANY($3))",
-        None,
+/// Pending changes `(device, lo, hi)` (µs, infinite bounds as `i64::MIN`/`MAX`) of `ids` that
+/// can reach `[from, to)`, as the caller may see them (`flux_internal.pending_changes`).
+fn pending(spi: &SpiClient<'_>, ids: &[Uuid], from: i64, to: i64) -> Vec<(Uuid, i64, i64)> {
+    changes(
+        spi,
+        "SELECT device_id, lo, hi FROM flux_internal.pending_changes($1, $2, $3)",
         &[
-            DatumWithOid::from(from.map(|t| timestamptz(t - REACH_US))),
+            DatumWithOid::from(ids.to_vec()),
+            DatumWithOid::from(timestamptz(from - REACH_US)),
             DatumWithOid::from(timestamptz(to + REACH_US)),
-            DatumWithOid::from(ids.map(<[Uuid]>::to_vec)),
         ],
     )
-    .unwrap_or_else(|e| spi_failed(e))
-    .map(|row| {
-        let time = |i: usize| {
-            row.get::<TimestampWithTimeZone>(i)
-                .ok()
-                .flatten()
-                .map_or(i64::MIN, micros_or_infinite)
-        };
-        (
-            row.get::<Uuid>(1)
-                .ok()
-                .flatten()
-                .expect("device_id is NOT NULL"),
-            time(2),
-            time(3),
-        )
-    })
-    .collect()
+}
+
+/// Rows `(device, lo, hi)` of a query over the change log.
+fn changes(spi: &SpiClient<'_>, query: &str, args: &[DatumWithOid]) -> Vec<(Uuid, i64, i64)> {
+    spi.select(query, None, args)
+        .unwrap_or_else(|e| spi_failed(e))
+        .map(|row| {
+            let time = |i: usize| {
+                row.get::<TimestampWithTimeZone>(i)
+                    .ok()
+                    .flatten()
+                    .map_or(i64::MIN, micros_or_infinite)
+            };
+            (
+                row.get::<Uuid>(1)
+                    .ok()
+                    .flatten()
+                    .expect("device_id is NOT NULL"),
+                time(2),
+                time(3),
+            )
+        })
+        .collect()
 }
 
 /// Per device (by key), the 5-minute-aligned windows, ascending and disjoint, inside `clip`,
@@ -361,9 +351,10 @@ fn stale_windows(
 }
 
 /// Computes the 5-minute partials of the stale windows from raw readings and hands each one
-/// inside a window to `take`. Windows are grouped by the hours they touch, so that devices
-/// stale at the same time (the fresh tail) share one computation; a group spans at most
-/// `GROUP_MAX_US`.
+/// inside a window to `take`. Windows that overlap or nearly meet share one computation (the
+/// fresh tail of every device is one), as long as its span stays within twice its longest
+/// window (at least an hour): its range scan reads every member over the whole span. A group
+/// spans at most `GROUP_MAX_US`.
 fn recompute(
     spi: &SpiClient<'_>,
     devices: &[(Uuid, Params)],
@@ -371,30 +362,39 @@ fn recompute(
     mut take: impl FnMut(u128, &Partial),
 ) {
     let keys: Vec<u128> = devices.iter().map(|d| device_key(&d.0)).collect();
-    let mut hours: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
+    let mut pieces: Vec<(i64, i64, usize)> = Vec::new();
     for (key, windows) in stale {
         let Ok(i) = keys.binary_search(key) else {
             continue;
         };
         for &(lo, hi) in windows {
-            let mut hour = lo.div_euclid(HOUR_US) * HOUR_US;
-            while hour < hi {
-                hours.entry(hour).or_default().push(i);
-                hour += HOUR_US;
+            let mut from = lo;
+            while from < hi {
+                let to = hi.min(from + GROUP_MAX_US);
+                pieces.push((from, to, i));
+                from = to;
             }
         }
     }
-    let mut groups: Vec<(i64, i64, Vec<usize>)> = Vec::new();
-    for (hour, mut members) in hours {
-        members.dedup();
+    pieces.sort_unstable();
+    // (start, end, longest member, members)
+    let mut groups: Vec<(i64, i64, i64, Vec<usize>)> = Vec::new();
+    for (lo, hi, i) in pieces {
         match groups.last_mut() {
-            Some(g) if g.1 == hour && g.2 == members && hour + HOUR_US - g.0 <= GROUP_MAX_US => {
-                g.1 = hour + HOUR_US
+            Some(g)
+                if lo <= g.1 + PARTIAL_WIDTH
+                    && hi.max(g.1) - g.0 <= (2 * g.2.max(hi - lo)).clamp(HOUR_US, GROUP_MAX_US) =>
+            {
+                g.1 = g.1.max(hi);
+                g.2 = g.2.max(hi - lo);
+                g.3.push(i);
             }
-            _ => groups.push((hour, hour + HOUR_US, members)),
+            _ => groups.push((lo, hi, hi - lo, vec![i])),
         }
     }
-    for (start, end, members) in groups {
+    for (start, end, _, mut members) in groups {
+        members.sort_unstable();
+        members.dedup();
         let grid = Grid::covering(start, end, PARTIAL_WIDTH).expect("a group is a valid grid");
         let group: Vec<(Uuid, Params)> = members.iter().map(|&i| devices[i]).collect();
         for (id, partials) in aggregate_devices(spi, &group, grid, false) {
@@ -536,10 +536,12 @@ fn refresh_energy_rollups(
         if state.energy_defaults.as_deref() != Some(key.as_str()) {
             // Made with other defaults (or never): every device's buckets are stale.
             spi.update(
-                "INSERT INTO flux_internal.meter_rollup_pending (device_id, lo, hi, logged_at) \
-                 SELECT id, '-infinity', 'infinity', '-infinity' FROM flux.mg_device_registry",
+                "INSERT INTO flux_internal.meter_rollup_pending (device_ids, lo, hi, logged_at) \
+                 SELECT array_agg(id), '-infinity', 'infinity', '-infinity' \
+                 FROM (SELECT id, row_number() OVER (ORDER BY id) / $1 AS part \
+                       FROM flux.mg_device_registry) AS r GROUP BY part",
                 None,
-                &[],
+                &[DatumWithOid::from(DEVICES_PER_STEP)],
             )
             .unwrap_or_else(|e| spi_failed(e));
             spi.update(
@@ -549,15 +551,26 @@ fn refresh_energy_rollups(
             )
             .unwrap_or_else(|e| spi_failed(e));
         }
+        // The oldest changes, for about DEVICES_PER_STEP devices (at least one change).
         let taken: Vec<(Uuid, i64, i64, TimestampWithTimeZone)> = spi
             .update(
-                "WITH picked AS (SELECT DISTINCT device_id FROM flux_internal.meter_rollup_pending \
-                                 WHERE $1::timestamptz IS NULL OR logged_at < $1 LIMIT 1000) \
-                 DELETE FROM flux_internal.meter_rollup_pending p USING picked \
-                 WHERE p.device_id = picked.device_id AND ($1::timestamptz IS NULL OR p.logged_at < $1) \
-                 RETURNING p.device_id, p.lo, p.hi, p.logged_at",
+                "WITH picked AS ( \
+                     SELECT ctid FROM ( \
+                         SELECT ctid, row_number() OVER w AS k, sum(cardinality(device_ids)) OVER w AS n \
+                         FROM flux_internal.meter_rollup_pending \
+                         WHERE $1::timestamptz IS NULL OR logged_at < $1 \
+                         WINDOW w AS (ORDER BY logged_at, ctid)) AS o \
+                     WHERE k = 1 OR n <= $2), \
+                 taken AS ( \
+                     DELETE FROM flux_internal.meter_rollup_pending p USING picked \
+                     WHERE p.ctid = picked.ctid \
+                     RETURNING p.device_ids, p.lo, p.hi, p.logged_at) \
+                 SELECT d, lo, hi, logged_at FROM taken CROSS JOIN LATERAL unnest(device_ids) AS d",
                 None,
-                &[DatumWithOid::from(logged_before)],
+                &[
+                    DatumWithOid::from(logged_before),
+                    DatumWithOid::from(DEVICES_PER_STEP),
+                ],
             )
             .unwrap_or_else(|e| spi_failed(e))
             .map(|row| {
@@ -609,8 +622,9 @@ fn refresh_energy_rollups(
                 .flat_map(|(key, w)| std::iter::repeat_n(logged[key], w.len()))
                 .collect();
             spi.update(
-                "INSERT INTO flux_internal.meter_rollup_pending (device_id, lo, hi, logged_at) \
-                 SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::timestamptz[], $4::timestamptz[])",
+                "INSERT INTO flux_internal.meter_rollup_pending (device_ids, lo, hi, logged_at) \
+                 SELECT ARRAY[d], lo, hi, at \
+                 FROM unnest($1::uuid[], $2::timestamptz[], $3::timestamptz[], $4::timestamptz[]) AS w(d, lo, hi, at)",
                 None,
                 &[ids, los, his, at.into()],
             )
@@ -864,7 +878,14 @@ mod flux_internal {
             if state.energy_defaults.as_deref() != Some(defaults_key(&defaults).as_str()) {
                 return false;
             }
-            let entries = pending(spi, None, None, upper);
+            let entries = changes(
+                spi,
+                "SELECT d, lo, hi FROM flux_internal.meter_rollup_pending \
+                 CROSS JOIN LATERAL unnest(device_ids) AS d WHERE $1::timestamptz IS NULL OR lo < $1",
+                &[DatumWithOid::from(
+                    (upper < i64::MAX - REACH_US).then(|| timestamptz(upper + REACH_US)),
+                )],
+            );
             stale_windows(
                 spi,
                 entries,

@@ -304,8 +304,8 @@ async function fleetTest() {
     cold[`${label} raw`] = { sql: Q.rpc, args: [START, at(days), ids], rollups: false };
   }
   // What the generating INSERT logged: each meter's whole span, nothing materialised.
-  await c.query('TRUNCATE flux_internal.meter_rollup_5m, flux_internal.meter_rollup_pending');
-  await c.query('INSERT INTO flux_internal.meter_rollup_pending SELECT device_id, min(time), max(time) FROM flux.mg_meter_readings GROUP BY device_id');
+  await c.query('TRUNCATE flux_internal.meter_rollup_5m, flux_internal.meter_rollup_1d, flux_internal.meter_rollup_pending');
+  await c.query('INSERT INTO flux_internal.meter_rollup_pending (device_ids, lo, hi) SELECT ARRAY[device_id], min(time), max(time) FROM flux.mg_meter_readings GROUP BY device_id');
   const full = [START, at(fleet.days), null];
   const raw = await resultOf(c, Q.detail, full, false);
   agree('cold path', await resultOf(c, Q.detail, full, true), raw);

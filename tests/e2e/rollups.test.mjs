@@ -81,7 +81,7 @@ async function insertRows(device, rows) {
 async function refreshUntilCurrent(devices) {
   await until('the rollups of the test meters are current', async () => {
     await sql('SELECT flux.refresh_energy_rollups(100000)');
-    const [{ n }] = await sql('SELECT count(*)::int AS n FROM flux_internal.meter_rollup_pending WHERE device_id = ANY($1)', [devices]);
+    const [{ n }] = await sql('SELECT count(*)::int AS n FROM flux_internal.meter_rollup_pending WHERE device_ids && $1', [devices]);
     return n === 0;
   }, 60);
 }
@@ -212,7 +212,8 @@ test('the REST API answers from the rollups with the rights of the caller', asyn
   const refreshed = await service('/rpc/refresh_energy_rollups', { method: 'POST', body: { max_device_days: 1 } });
   assert.equal(refreshed.status, 200, JSON.stringify(refreshed.body));
   for (const role of ['anon', 'authenticated']) {
-    for (const statement of ['DELETE FROM flux_internal.meter_rollup_5m', 'INSERT INTO flux_internal.meter_rollup_pending VALUES (gen_random_uuid(), now(), now())',
+    for (const statement of ['DELETE FROM flux_internal.meter_rollup_5m', 'SELECT * FROM flux_internal.meter_rollup_pending',
+      'INSERT INTO flux_internal.meter_rollup_pending VALUES (ARRAY[gen_random_uuid()], now(), now())',
       'UPDATE flux_internal.meter_rollup_state SET raw_kept_from = now()']) {
       await assert.rejects(sql(`DO $$ BEGIN SET LOCAL ROLE ${role}; EXECUTE '${statement.replace(/'/g, "''")}'; END $$`), (e) => e.code === '42501', `${role}: ${statement}`);
     }
@@ -224,7 +225,7 @@ test('a reading years away in the same statement does not make the years between
   const times = ['2024-06-01T00:00:00Z', '2024-06-01T00:10:00Z', '2099-01-01T00:00:00Z', '1999-01-01T00:00:00Z'];
   await sql(`INSERT INTO flux.mg_meter_readings (device_id, time, energy_imported_active)
              SELECT $1, t, 5 FROM unnest($2::timestamptz[]) t`, [meter.id, times]);
-  const logged = await sql(`SELECT lo, hi FROM flux_internal.meter_rollup_pending WHERE device_id = $1 ORDER BY lo`, [meter.id]);
+  const logged = await sql(`SELECT lo, hi FROM flux_internal.meter_rollup_pending WHERE device_ids = ARRAY[$1::uuid] ORDER BY lo`, [meter.id]);
   assert.deepEqual(logged.map((r) => [r.lo.toISOString(), r.hi.toISOString()]), [
     ['1999-01-01T00:00:00.000Z', '1999-01-01T00:00:00.000Z'],
     ['2024-06-01T00:00:00.000Z', '2024-06-01T00:10:00.000Z'],
