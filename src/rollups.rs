@@ -7,7 +7,7 @@
 //! `rollup.rs` says why that is exact), found with the same index probes as a computation's
 //! context.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use crate::energy::{
     aggregate_devices, context_reach, device_key, devices, micros_since_unix_epoch, spi_failed,
@@ -35,8 +35,10 @@ const REACH_US: i64 = 32 * DAY_US;
 const FIVE_MINUTES: &str = "flux_internal.meter_rollup_5m";
 const DAILY: &str = "flux_internal.meter_rollup_1d";
 
-/// Devices one refresh step takes changes of (the budget then bounds the work).
-const DEVICES_PER_STEP: i64 = 1000;
+/// Devices one refresh step takes changes of (the budget then bounds the work), and how many
+/// changes it looks through for them.
+const DEVICES_PER_STEP: usize = 1000;
+const CANDIDATES: i64 = 2000;
 /// Bit 8 of a register's flags: a reading of the register lies in the bucket.
 const HAS_READING: i16 = 1 << 8;
 
@@ -541,7 +543,7 @@ fn refresh_energy_rollups(
                  FROM (SELECT id, row_number() OVER (ORDER BY id) / $1 AS part \
                        FROM flux.mg_device_registry) AS r GROUP BY part",
                 None,
-                &[DatumWithOid::from(DEVICES_PER_STEP)],
+                &[DatumWithOid::from(DEVICES_PER_STEP as i64)],
             )
             .unwrap_or_else(|e| spi_failed(e));
             spi.update(
@@ -551,26 +553,40 @@ fn refresh_energy_rollups(
             )
             .unwrap_or_else(|e| spi_failed(e));
         }
-        // The oldest changes, for about DEVICES_PER_STEP devices (at least one change).
-        let taken: Vec<(Uuid, i64, i64, TimestampWithTimeZone)> = spi
-            .update(
-                "WITH picked AS ( \
-                     SELECT ctid FROM ( \
-                         SELECT ctid, row_number() OVER w AS k, sum(cardinality(device_ids)) OVER w AS n \
-                         FROM flux_internal.meter_rollup_pending \
-                         WHERE $1::timestamptz IS NULL OR logged_at < $1 \
-                         WINDOW w AS (ORDER BY logged_at, ctid)) AS o \
-                     WHERE k = 1 OR n <= $2), \
-                 taken AS ( \
-                     DELETE FROM flux_internal.meter_rollup_pending p USING picked \
-                     WHERE p.ctid = picked.ctid \
-                     RETURNING p.device_ids, p.lo, p.hi, p.logged_at) \
-                 SELECT d, lo, hi, logged_at FROM taken CROSS JOIN LATERAL unnest(device_ids) AS d",
+        // Changes of at most DEVICES_PER_STEP devices (or of one statement), oldest first, and
+        // every later change of the same devices among the next CANDIDATES: a device's
+        // changes are widened and recomputed together.
+        let mut devices_taken: HashSet<Uuid> = HashSet::new();
+        let mut rows: Vec<String> = Vec::new();
+        for row in spi
+            .select(
+                "SELECT ctid::text, device_ids FROM flux_internal.meter_rollup_pending \
+                 WHERE $1::timestamptz IS NULL OR logged_at < $1 ORDER BY logged_at LIMIT $2",
                 None,
                 &[
                     DatumWithOid::from(logged_before),
-                    DatumWithOid::from(DEVICES_PER_STEP),
+                    DatumWithOid::from(CANDIDATES),
                 ],
+            )
+            .unwrap_or_else(|e| spi_failed(e))
+        {
+            let ctid: String = row.get(1).ok().flatten().expect("a ctid");
+            let ids: Vec<Uuid> = row.get(2).ok().flatten().unwrap_or_default();
+            let new = ids.iter().filter(|id| !devices_taken.contains(id)).count();
+            if rows.is_empty() || devices_taken.len() + new <= DEVICES_PER_STEP {
+                devices_taken.extend(ids);
+                rows.push(ctid);
+            }
+        }
+        let taken: Vec<(Uuid, i64, i64, TimestampWithTimeZone)> = spi
+            .update(
+                "WITH taken AS ( \
+                     DELETE FROM flux_internal.meter_rollup_pending \
+                     WHERE ctid = ANY ($1::text[]::tid[]) \
+                     RETURNING device_ids, lo, hi, logged_at) \
+                 SELECT d, lo, hi, logged_at FROM taken CROSS JOIN LATERAL unnest(device_ids) AS d",
+                None,
+                &[DatumWithOid::from(rows)],
             )
             .unwrap_or_else(|e| spi_failed(e))
             .map(|row| {
