@@ -379,8 +379,8 @@ fn recompute(
         }
     }
     pieces.sort_unstable();
-    // (start, end, longest member, members)
-    let mut groups: Vec<(i64, i64, i64, Vec<usize>)> = Vec::new();
+    // (start, end, longest piece, pieces)
+    let mut groups: Vec<(i64, i64, i64, Vec<(i64, i64, usize)>)> = Vec::new();
     for (lo, hi, i) in pieces {
         match groups.last_mut() {
             Some(g)
@@ -389,19 +389,26 @@ fn recompute(
             {
                 g.1 = g.1.max(hi);
                 g.2 = g.2.max(hi - lo);
-                g.3.push(i);
+                g.3.push((lo, hi, i));
             }
-            _ => groups.push((lo, hi, hi - lo, vec![i])),
+            _ => groups.push((lo, hi, hi - lo, vec![(lo, hi, i)])),
         }
     }
-    for (start, end, _, mut members) in groups {
-        members.sort_unstable();
-        members.dedup();
+    for (start, end, _, pieces) in groups {
+        // Each bucket is taken from the group of its piece only: another group's span may
+        // cover it too.
+        let mut members: Windows = Windows::new();
+        for &(lo, hi, i) in &pieces {
+            members.entry(keys[i]).or_default().push((lo, hi));
+        }
+        let group: Vec<(Uuid, Params)> = members
+            .keys()
+            .map(|key| devices[keys.binary_search(key).expect("a member")])
+            .collect();
         let grid = Grid::covering(start, end, PARTIAL_WIDTH).expect("a group is a valid grid");
-        let group: Vec<(Uuid, Params)> = members.iter().map(|&i| devices[i]).collect();
         for (id, partials) in aggregate_devices(spi, &group, grid, false) {
             let key = device_key(&id);
-            let windows = stale.get(&key);
+            let windows = members.get(&key);
             for p in partials.iter().filter(|p| within(windows, p.start)) {
                 take(key, p);
             }
