@@ -352,6 +352,15 @@ fn stale_windows(
     stale
 }
 
+/// Stale windows computed together: their span, longest piece, and the pieces `(lo, hi,
+/// device index)`.
+struct Group {
+    start: i64,
+    end: i64,
+    longest: i64,
+    pieces: Vec<(i64, i64, usize)>,
+}
+
 /// Computes the 5-minute partials of the stale windows from raw readings and hands each one
 /// inside a window to `take`. Windows that overlap or nearly meet share one computation (the
 /// fresh tail of every device is one), as long as its span stays within twice its longest
@@ -379,22 +388,30 @@ fn recompute(
         }
     }
     pieces.sort_unstable();
-    // (start, end, longest piece, pieces)
-    let mut groups: Vec<(i64, i64, i64, Vec<(i64, i64, usize)>)> = Vec::new();
+    let mut groups: Vec<Group> = Vec::new();
     for (lo, hi, i) in pieces {
         match groups.last_mut() {
             Some(g)
-                if lo <= g.1 + PARTIAL_WIDTH
-                    && hi.max(g.1) - g.0 <= (2 * g.2.max(hi - lo)).clamp(HOUR_US, GROUP_MAX_US) =>
+                if lo <= g.end + PARTIAL_WIDTH
+                    && hi.max(g.end) - g.start
+                        <= (2 * g.longest.max(hi - lo)).clamp(HOUR_US, GROUP_MAX_US) =>
             {
-                g.1 = g.1.max(hi);
-                g.2 = g.2.max(hi - lo);
-                g.3.push((lo, hi, i));
+                g.end = g.end.max(hi);
+                g.longest = g.longest.max(hi - lo);
+                g.pieces.push((lo, hi, i));
             }
-            _ => groups.push((lo, hi, hi - lo, vec![(lo, hi, i)])),
+            _ => groups.push(Group {
+                start: lo,
+                end: hi,
+                longest: hi - lo,
+                pieces: vec![(lo, hi, i)],
+            }),
         }
     }
-    for (start, end, _, pieces) in groups {
+    for Group {
+        start, end, pieces, ..
+    } in groups
+    {
         // Each bucket is taken from the group of its piece only: another group's span may
         // cover it too.
         let mut members: Windows = Windows::new();
