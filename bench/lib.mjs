@@ -57,3 +57,35 @@ export async function benchDatabase(name, tag, fill) {
   await c.connect();
   return c;
 }
+
+const rssAnonKb = (pid) => {
+  try {
+    return Number(/RssAnon:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))[1]);
+  } catch {
+    return NaN;
+  }
+};
+
+/**
+ * Peak anonymous memory (MB) one query adds to a fresh backend of `db`, sampled every 2 ms:
+ * a backend that ran it before keeps the memory, and peaks no more. `setup(client)` runs first
+ * (session settings).
+ */
+export async function memoryOf(db, sql, args, setup = async () => {}) {
+  const client = new pg.Client({ connectionString: urlOf(db) });
+  await client.connect();
+  try {
+    await setup(client);
+    const pid = (await client.query('SELECT pg_backend_pid() AS pid')).rows[0].pid;
+    const base = rssAnonKb(pid);
+    let peak = base;
+    const sampler = setInterval(() => {
+      peak = Math.max(peak, rssAnonKb(pid));
+    }, 2);
+    await client.query(sql, args);
+    clearInterval(sampler);
+    return (Math.max(peak, rssAnonKb(pid)) - base) / 1024;
+  } finally {
+    await client.end();
+  }
+}

@@ -49,22 +49,24 @@ struct State {
     energy_defaults: Option<String>,
 }
 
-/// The state row; the defaults are none before `ALTER EXTENSION flux UPDATE` to 0.3.0 (the
-/// library serves older schemas, which have no rollups, from raw readings).
-fn state(spi: &SpiClient<'_>) -> State {
-    let installed = spi
-        .select(
-            "SELECT pg_catalog.to_regclass('flux_internal.meter_rollup_state') IS NOT NULL",
-            Some(1),
-            &[],
-        )
+/// Whether a query of one boolean says true.
+fn yes(spi: &SpiClient<'_>, query: &str) -> bool {
+    spi.select(query, Some(1), &[])
         .unwrap_or_else(|e| spi_failed(e))
         .first()
         .get::<bool>(1)
         .ok()
         .flatten()
-        .unwrap_or(false);
-    if !installed {
+        .unwrap_or(false)
+}
+
+/// The state row; the defaults are none before `ALTER EXTENSION flux UPDATE` to 0.3.0 (the
+/// library serves older schemas, which have no rollups, from raw readings).
+fn state(spi: &SpiClient<'_>) -> State {
+    if !yes(
+        spi,
+        "SELECT pg_catalog.to_regclass('flux_internal.meter_rollup_state') IS NOT NULL",
+    ) {
         return State {
             raw_kept_from: i64::MIN,
             energy_defaults: None,
@@ -542,19 +544,10 @@ fn refresh_energy_rollups(
     });
     Spi::connect_mut(|spi| {
         // One refresh at a time; another one finds nothing to do.
-        let locked = spi
-            .select(
-                "SELECT pg_catalog.pg_try_advisory_xact_lock('flux_internal.meter_rollup_pending'::pg_catalog.regclass::pg_catalog.oid::integer, 0)",
-                Some(1),
-                &[],
-            )
-            .unwrap_or_else(|e| spi_failed(e))
-            .first()
-            .get::<bool>(1)
-            .ok()
-            .flatten()
-            .unwrap_or(false);
-        if !locked {
+        if !yes(
+            spi,
+            "SELECT pg_catalog.pg_try_advisory_xact_lock('flux_internal.meter_rollup_pending'::pg_catalog.regclass::pg_catalog.oid::integer, 0)",
+        ) {
             return 0;
         }
         let key = defaults_key(&defaults);

@@ -10,7 +10,7 @@
 // Needs a running stack (./flux up); the data goes to its own database flux_bench_<m>x<d>.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { benchDatabase, median, opt, pg, root, urlOf } from '../lib.mjs';
+import { benchDatabase, median, memoryOf, opt, pg, root, urlOf } from '../lib.mjs';
 
 const meters = opt('meters', 20);
 const days = opt('days', 30);
@@ -43,14 +43,6 @@ const queries = {
       GROUP BY 1, 2`),
 };
 
-const rssAnonKb = (pid) => {
-  try {
-    return Number(/RssAnon:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))[1]);
-  } catch {
-    return NaN;
-  }
-};
-
 /** Runs one query; returns its milliseconds. */
 async function timed(client, sql, args) {
   const t0 = process.hrtime.bigint();
@@ -58,28 +50,6 @@ async function timed(client, sql, args) {
   return Number(process.hrtime.bigint() - t0) / 1e6;
 }
 
-/**
- * Peak anonymous memory (MB) one query adds to a fresh backend, restricted to that backend
- * (no parallel workers): a backend that ran it before keeps the memory, and peaks no more.
- */
-async function memoryOf(sql, args) {
-  const client = new pg.Client({ connectionString: urlOf(dbName) });
-  await client.connect();
-  try {
-    await client.query('SET max_parallel_workers_per_gather = 0');
-    const pid = (await client.query('SELECT pg_backend_pid() AS pid')).rows[0].pid;
-    const base = rssAnonKb(pid);
-    let peak = base;
-    const sampler = setInterval(() => {
-      peak = Math.max(peak, rssAnonKb(pid));
-    }, 2);
-    await client.query(sql, args);
-    clearInterval(sampler);
-    return (Math.max(peak, rssAnonKb(pid)) - base) / 1024;
-  } finally {
-    await client.end();
-  }
-}
 
 const range = (d) => ['2024-01-01T00:00:00Z', new Date(Date.parse('2024-01-01T00:00:00Z') + d * 86_400_000).toISOString()];
 
@@ -119,8 +89,10 @@ async function main() {
     console.log(`    ratio (c)/(b) = ${(t.plain / t.flux).toFixed(2)}   (goal ≥ 3)`);
   }
 
+  // Restricted to the backend measured: parallel workers' memory is not its own.
+  const oneProcess = (client) => client.query('SET max_parallel_workers_per_gather = 0');
   const memory = {};
-  for (const [name, sql] of Object.entries(queries)) memory[name] = await memoryOf(sql, full);
+  for (const [name, sql] of Object.entries(queries)) memory[name] = await memoryOf(dbName, sql, full, oneProcess);
   console.log(`  peak memory of a fresh backend, one process: (a) ${memory.floor.toFixed(1)} MB, (b) ${memory.flux.toFixed(1)} MB, (c) ${memory.plain.toFixed(1)} MB`);
 
   console.log('\n  scaling of (b) with the range (ms, and ms per day):');

@@ -34,7 +34,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import { closeSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { benchDatabase, env, home, median, opt, percentile, pg, root, seconds, urlOf } from '../lib.mjs';
+import { benchDatabase, env, home, median, memoryOf, opt, percentile, pg, root, seconds, urlOf } from '../lib.mjs';
 
 const small = process.argv.includes('--small');
 const size = (name, full, tiny) => opt(name, small ? tiny : full);
@@ -193,33 +193,6 @@ async function check(c, label, sql, args) {
   console.log(`  checked: rollups and raw path agree on all ${n.toLocaleString()} result rows (1e-9 relative)`);
 }
 
-const rssAnonKb = (pid) => {
-  try {
-    return Number(/RssAnon:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))[1]);
-  } catch {
-    return NaN;
-  }
-};
-
-/** Peak anonymous memory (MB) a case adds to a fresh backend, sampled as bench/energy does. */
-async function memoryOf(db, { sql, args, rollups = true }) {
-  const client = new pg.Client({ connectionString: urlOf(db) });
-  await client.connect();
-  try {
-    await useRollups(client, rollups);
-    const pid = (await client.query('SELECT pg_backend_pid() AS pid')).rows[0].pid;
-    const base = rssAnonKb(pid);
-    let peak = base;
-    const sampler = setInterval(() => {
-      peak = Math.max(peak, rssAnonKb(pid));
-    }, 2);
-    await client.query(sql, args);
-    clearInterval(sampler);
-    return (Math.max(peak, rssAnonKb(pid)) - base) / 1024;
-  } finally {
-    await client.end();
-  }
-}
 
 /**
  * get_meter_readings_30m over all of a data set against the floor, the raw path and the plain
@@ -342,7 +315,7 @@ async function settlementTest() {
   const cases = { rollups: { sql: Q.rpc, args }, raw: { sql: Q.rpc, args, rollups: false } };
   const t = await medians(c, cases);
   const memory = {};
-  for (const [k, v] of Object.entries(cases)) memory[k] = await memoryOf(dbName(settlement), v);
+  for (const [k, v] of Object.entries(cases)) memory[k] = await memoryOf(dbName(settlement), v.sql, v.args, (client) => useRollups(client, v.rollups ?? true));
   for (const [k, label] of [['rollups', 'rollups '], ['raw', 'raw path']]) {
     console.log(`    ${label}  ${ms(t[k]).padStart(10)}  ${(t[k] / n * 1000).toFixed(0).padStart(6)} µs/device   peak memory of a fresh backend ${memory[k].toFixed(1)} MB, ${(memory[k] * 1024 / n).toFixed(2)} kB/device`);
   }
