@@ -180,11 +180,6 @@ impl Fold {
         Ok(())
     }
 
-    /// Whether no partial was added.
-    pub fn is_empty(&self) -> bool {
-        self.buckets.is_empty()
-    }
-
     /// The rows of the buckets that received a partial, ascending by start.
     pub fn finish(self) -> Vec<BucketRow> {
         let width = self.grid.width();
