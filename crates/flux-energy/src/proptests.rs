@@ -695,9 +695,14 @@ proptest! {
     /// inserts, deletes and updates by re-materialising only the buckets each change can
     /// affect, fold into the rows a direct computation over the changed readings gives, at
     /// every width that is a multiple of 5 minutes and for whole ranges.
+    ///
+    /// On isolated anomalies. With anomalies packed densely enough (rollovers and re-bases
+    /// every few readings), a computation started 24 readings before a chunk can book a bucket
+    /// differently from one over all the data: R8 does not hold there, for the raw path's own
+    /// range edges either (README: Energy rollups, limits).
     #[test]
     fn rollups_equal_the_raw_computation(
-        sc in scenario(false),
+        sc in scenario(true),
         sparse in 1usize..3,
         chunk in prop_oneof![Just(1i64), Just(7), Just(288), Just(100_000)],
         changes in prop::collection::vec((0u8..3, 0.0..1.0f64, -2.0..3.0f64, any::<bool>()), 0..6),
