@@ -191,7 +191,7 @@ mod tests {
         let readings: Vec<(i64, f64)> = (0..600)
             .map(|i| {
                 (
-                    i * 4 + i % 5,
+                    i * 5 + i % 4,
                     500.0 + (i as f64) * 0.9 + if i == 300 { 700.0 } else { 0.0 },
                 )
             })
