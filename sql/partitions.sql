@@ -554,7 +554,13 @@ DECLARE
 BEGIN
     -- First one bounded refresh of the energy rollups (400 device-days), so that retention
     -- below may drop the meter readings whose energy it made current. A larger backlog is the
-    -- worker's, or flux.refresh_energy_rollups' called again: this is one transaction.
+    -- worker's, or flux.refresh_energy_rollups' called again: this is one transaction. The
+    -- tables' maintenance locks come first, in the order the worker takes them: the refresh
+    -- reads the readings, and a worker's step holding one of them would wait for this
+    -- transaction's read while this one waited for its lock.
+    PERFORM set_config('lock_timeout', current_setting('flux.maintenance_lock_timeout'), true);
+    PERFORM pg_advisory_xact_lock('flux_internal.partition_config'::regclass::oid::int, t::oid::int)
+    FROM flux_internal.partitioned_tables() t;
     refreshed := flux.refresh_energy_rollups(400, now());
     IF refreshed > 0 THEN
         RETURN QUERY SELECT 'flux.mg_meter_readings'::regclass, 'rollups refreshed', NULL::text,

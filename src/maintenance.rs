@@ -149,7 +149,11 @@ pub extern "C-unwind" fn flux_maintenance_worker(_arg: pg_sys::Datum) {
     // A backend's own SIGTERM handler: a step (a refresh of the energy rollups can take
     // seconds) is cancelled where it stands, so that a shutdown does not wait for it.
     // SAFETY: `die` is PostgreSQL's handler for regular backends, which this worker is.
-    unsafe { pg_sys::pqsignal(pg_sys::SIGTERM as i32, Some(postgres_die)) };
+    unsafe {
+        pg_sys::pqsignal(pg_sys::SIGTERM as i32, Some(postgres_die));
+        // A background worker starts with its signals blocked.
+        pg_sys::BackgroundWorkerUnblockSignals();
+    }
     BackgroundWorker::connect_worker_to_spi(Some(BackgroundWorker::get_extra()), None);
     BackgroundWorker::transaction(trusted_search_path);
     let installed = BackgroundWorker::transaction(|| {

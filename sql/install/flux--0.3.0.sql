@@ -146,7 +146,7 @@ AS 'MODULE_PATHNAME', 'meter_energy_set_aside_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/rollups.rs:498
+-- src/rollups.rs:526
 -- flux::rollups::refresh_energy_rollups
 CREATE  FUNCTION "refresh_energy_rollups"(
 	"max_device_days" INT DEFAULT 400, /* Option < i32 > */
@@ -217,100 +217,41 @@ AS 'MODULE_PATHNAME', 'sign_jwt_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/edge.rs:183
-CREATE SCHEMA IF NOT EXISTS flux_internal; /* flux::edge::flux_internal */
+-- src/energy.rs:793
+CREATE SCHEMA IF NOT EXISTS flux_internal; /* flux::energy::flux_internal */
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/edge.rs:286
--- flux::edge::flux_internal::cancel_request
-CREATE  FUNCTION flux_internal."cancel_request"(
-	"request_id" TEXT /* & str */
-) RETURNS bool /* bool */
-STRICT VOLATILE PARALLEL UNSAFE
+-- src/energy.rs:801
+-- flux::energy::flux_internal::energy_metadata_error
+CREATE  FUNCTION flux_internal."energy_metadata_error"(
+	"metadata" TEXT /* Option < & str > */
+) RETURNS TEXT /* Option < String > */
+IMMUTABLE PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'cancel_request_wrapper';
+AS 'MODULE_PATHNAME', 'energy_metadata_error_of_text_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/edge.rs:194
--- flux::edge::flux_internal::check_request
-CREATE  FUNCTION flux_internal."check_request"() RETURNS TEXT[] /* :: std :: option :: Option < Vec < String > > */
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'check_request_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/lib.rs:82
--- requires:
---   roles
---   edge::flux_internal::check_request
---   edge::flux_internal::cancel_request
-
--- The API edge: PostgREST calls flux_internal.pre_request() before every request
--- (db-pre-request = "flux_internal.pre_request"). The decision — api key, rate limit — is made
--- natively by flux_internal.check_request; this front door only applies it, because custom
--- HTTP statuses (RAISE SQLSTATE 'PGRST') can only be raised from plpgsql.
---
--- It writes no table: PostgREST runs GET requests in READ ONLY transactions, so the token
--- buckets live in shared memory.
-CREATE FUNCTION flux_internal.pre_request() RETURNS void
-LANGUAGE plpgsql
-AS $$
-DECLARE
-    refusal text[] := flux_internal.check_request();
-BEGIN
-    IF refusal IS NOT NULL THEN
-        RAISE SQLSTATE 'PGRST' USING MESSAGE = refusal[1], DETAIL = refusal[2];
-    END IF;
-END
-$$;
-
-COMMENT ON FUNCTION flux_internal.pre_request() IS
-    'PostgREST db-pre-request hook: rejects requests without a valid api key (401) or over their rate limit (429), and sets the X-RateLimit-* headers.';
-
--- PostgREST runs the hook as whichever role the request's JWT names, including roles a project
--- adds beyond the three built-in ones: every role may execute it (functions are executable by
--- PUBLIC by default); what else lives in flux_internal keeps its own grants.
-GRANT USAGE ON SCHEMA flux_internal TO PUBLIC;
-
-COMMENT ON FUNCTION flux_internal.cancel_request(text) IS
-    'Cancels the statement of the request the router named (x-flux-request-id) if a backend still serves it: the router calls it when the client leaves or PostgREST''s answer is overdue.';
-
--- The router connects as PostgREST's login role to cancel; nobody else needs to.
-REVOKE ALL ON FUNCTION flux_internal.cancel_request(text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION flux_internal.cancel_request(text) TO authenticator;
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/lib.rs:91
--- requires:
---   roles
---   edge
---   keys::sign_jwt
-
--- Minting api keys and access tokens from SQL: flux.sign_jwt (src/keys.rs) checks the claims
--- and signs them natively with the superuser-only setting `flux.jwt_secret` (the secret
--- PostgREST verifies with). No API role can read the secret, and there is no lower-level
--- signer to call around the checks.
-
-COMMENT ON FUNCTION flux.sign_jwt(jsonb, interval) IS
-    'Signs claims (role anon, authenticated or service_role; optional sub, sites, ...) as an HS256 JWT valid for valid_for. Service role only.';
-
-REVOKE ALL ON FUNCTION flux.sign_jwt(jsonb, interval) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION flux.sign_jwt(jsonb, interval) TO service_role;
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/keys.rs:55
-CREATE SCHEMA IF NOT EXISTS flux_internal; /* flux::keys::flux_internal */
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/keys.rs:62
--- flux::keys::flux_internal::jwt_sign
+-- src/energy.rs:811
+-- flux::energy::flux_internal::energy_metadata_error
 -- Skipped due to `#[pgrx(sql = false)]`
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/rollups.rs:898
+CREATE SCHEMA IF NOT EXISTS flux_internal; /* flux::rollups::flux_internal */
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/rollups.rs:905
+-- flux::rollups::flux_internal::rollups_current_before
+CREATE  FUNCTION flux_internal."rollups_current_before"(
+	"upper" timestamp with time zone /* TimestampWithTimeZone */
+) RETURNS bool /* bool */
+STRICT STABLE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'rollups_current_before_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -517,28 +458,6 @@ ALTER TABLE flux_partitions.market_data_default REPLICA IDENTITY FULL;
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/energy.rs:793
-CREATE SCHEMA IF NOT EXISTS flux_internal; /* flux::energy::flux_internal */
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/energy.rs:811
--- flux::energy::flux_internal::energy_metadata_error
--- Skipped due to `#[pgrx(sql = false)]`
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/energy.rs:801
--- flux::energy::flux_internal::energy_metadata_error
-CREATE  FUNCTION flux_internal."energy_metadata_error"(
-	"metadata" TEXT /* Option < & str > */
-) RETURNS TEXT /* Option < String > */
-IMMUTABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'energy_metadata_error_of_text_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
 -- src/lib.rs:27
 -- requires:
 --   tables
@@ -564,107 +483,6 @@ $$;
 CREATE TRIGGER check_metadata
     BEFORE INSERT OR UPDATE OF metadata ON flux.mg_device_registry
     FOR EACH ROW EXECUTE FUNCTION flux_internal.check_device_metadata();
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/lib.rs:61
--- requires:
---   tables
---   registry
-
--- Who may do what. Objects created by CREATE EXTENSION belong to the installing role, so the API
--- roles get explicit grants here; default privileges would not cover them.
---
---   anon           read every table
---   authenticated  read every table; insert readings for devices at the sites listed in the
---                  `sites` claim of its JWT (an array of site codes, or one code)
---   service_role   read and write every table (BYPASSRLS)
---
--- Row-level security is on for every table, so a role only ever sees or writes rows a policy
--- grants it. A refused write is a 401 (anon) or 403 (authenticated) and stores nothing.
-
-GRANT USAGE ON SCHEMA flux TO anon, authenticated, service_role;
-
-GRANT SELECT ON flux.mg_device_registry, flux.mg_bess_readings, flux.mg_meter_readings,
-    flux.market_data TO anon, authenticated;
--- The measured columns only: `id` and `created_at` are the database's to set.
-GRANT INSERT (time, device_id, soe, target_power, available_inverter_blocks, command_source)
-    ON flux.mg_bess_readings TO authenticated;
-GRANT INSERT (time, device_id, power_total_active, energy_imported_active, energy_exported_active,
-              voltage_line_average, current_phase_average)
-    ON flux.mg_meter_readings TO authenticated;
-GRANT SELECT, INSERT, UPDATE, DELETE ON flux.mg_device_registry, flux.mg_bess_readings,
-    flux.mg_meter_readings, flux.market_data TO service_role;
-
-ALTER TABLE flux.mg_device_registry ENABLE ROW LEVEL SECURITY;
-ALTER TABLE flux.mg_bess_readings ENABLE ROW LEVEL SECURITY;
-ALTER TABLE flux.mg_meter_readings ENABLE ROW LEVEL SECURITY;
-ALTER TABLE flux.market_data ENABLE ROW LEVEL SECURITY;
-
-CREATE POLICY read_all ON flux.mg_device_registry FOR SELECT TO anon, authenticated USING (true);
-CREATE POLICY read_all ON flux.mg_bess_readings FOR SELECT TO anon, authenticated USING (true);
-CREATE POLICY read_all ON flux.mg_meter_readings FOR SELECT TO anon, authenticated USING (true);
-CREATE POLICY read_all ON flux.market_data FOR SELECT TO anon, authenticated USING (true);
-
--- service_role is created BYPASSRLS, but a database may already have one without it.
-CREATE POLICY service_all ON flux.mg_device_registry TO service_role USING (true) WITH CHECK (true);
-CREATE POLICY service_all ON flux.mg_bess_readings TO service_role USING (true) WITH CHECK (true);
-CREATE POLICY service_all ON flux.mg_meter_readings TO service_role USING (true) WITH CHECK (true);
-CREATE POLICY service_all ON flux.market_data TO service_role USING (true) WITH CHECK (true);
-
--- The site codes of the request's JWT claims (PostgREST's request.jwt.claims).
-CREATE FUNCTION flux_internal.claimed_sites() RETURNS text[]
-LANGUAGE sql STABLE
-AS $$
-    SELECT CASE jsonb_typeof(claims -> 'sites')
-               WHEN 'array' THEN ARRAY(SELECT jsonb_array_elements_text(claims -> 'sites'))
-               WHEN 'string' THEN ARRAY[claims ->> 'sites']
-               ELSE '{}'::text[]
-           END
-    FROM (SELECT coalesce(nullif(current_setting('request.jwt.claims', true), ''), '{}')::jsonb) AS c(claims)
-$$;
-
--- `(SELECT claimed_sites())` is an initplan and the uncorrelated IN a hashed subplan: the
--- claims and the devices at the claimed sites are read once per statement, and each inserted
--- row costs one hash lookup rather than an index probe.
-CREATE POLICY insert_at_claimed_sites ON flux.mg_bess_readings FOR INSERT TO authenticated
-    WITH CHECK (device_id IN (SELECT d.id FROM flux.mg_device_registry d
-                              WHERE d.site = ANY ((SELECT flux_internal.claimed_sites())::text[])));
-CREATE POLICY insert_at_claimed_sites ON flux.mg_meter_readings FOR INSERT TO authenticated
-    WITH CHECK (device_id IN (SELECT d.id FROM flux.mg_device_registry d
-                              WHERE d.site = ANY ((SELECT flux_internal.claimed_sites())::text[])));
-
--- A partition answers to its table's policies, but PostgreSQL checks a few things on the
--- partition itself: the key of a duplicate is reported (23505 details) only to a role that
--- may read the partition and is not subject to its row-level security. So each partition
--- carries its table's privileges and has row-level security on, like its table; the roles
--- still cannot reach it directly, as they have no access to the flux_partitions schema.
-CREATE FUNCTION flux_internal.mirror_table_security(partition regclass) RETURNS void
-LANGUAGE plpgsql
-SET search_path = pg_catalog
-AS $$
-DECLARE
-    grant_sql text;
-BEGIN
-    EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', partition);
-    FOR grant_sql IN
-        SELECT format('GRANT %s ON %s TO %s', acl.privilege_type, partition,
-                      CASE WHEN acl.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(r.rolname) END)
-        FROM pg_inherits i
-        JOIN pg_class parent ON parent.oid = i.inhparent
-        CROSS JOIN LATERAL aclexplode(parent.relacl) acl
-        LEFT JOIN pg_roles r ON r.oid = acl.grantee
-        WHERE i.inhrelid = partition AND acl.grantee <> parent.relowner
-    LOOP
-        EXECUTE grant_sql;
-    END LOOP;
-END
-$$;
-REVOKE ALL ON FUNCTION flux_internal.mirror_table_security(regclass) FROM PUBLIC;
-
-SELECT flux_internal.mirror_table_security(p)
-FROM unnest(ARRAY['flux_partitions.mg_bess_readings_default', 'flux_partitions.mg_meter_readings_default',
-                  'flux_partitions.market_data_default']::regclass[]) AS p;
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -770,19 +588,104 @@ SELECT count(*) FROM flux_internal.disable_row_reference_checks();
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/rollups.rs:865
-CREATE SCHEMA IF NOT EXISTS flux_internal; /* flux::rollups::flux_internal */
-/* </end connected objects> */
+-- src/lib.rs:61
+-- requires:
+--   tables
+--   registry
 
-/* <begin connected objects> */
--- src/rollups.rs:872
--- flux::rollups::flux_internal::rollups_current_before
-CREATE  FUNCTION flux_internal."rollups_current_before"(
-	"upper" timestamp with time zone /* TimestampWithTimeZone */
-) RETURNS bool /* bool */
-STRICT STABLE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'rollups_current_before_wrapper';
+-- Who may do what. Objects created by CREATE EXTENSION belong to the installing role, so the API
+-- roles get explicit grants here; default privileges would not cover them.
+--
+--   anon           read every table
+--   authenticated  read every table; insert readings for devices at the sites listed in the
+--                  `sites` claim of its JWT (an array of site codes, or one code)
+--   service_role   read and write every table (BYPASSRLS)
+--
+-- Row-level security is on for every table, so a role only ever sees or writes rows a policy
+-- grants it. A refused write is a 401 (anon) or 403 (authenticated) and stores nothing.
+
+GRANT USAGE ON SCHEMA flux TO anon, authenticated, service_role;
+
+GRANT SELECT ON flux.mg_device_registry, flux.mg_bess_readings, flux.mg_meter_readings,
+    flux.market_data TO anon, authenticated;
+-- The measured columns only: `id` and `created_at` are the database's to set.
+GRANT INSERT (time, device_id, soe, target_power, available_inverter_blocks, command_source)
+    ON flux.mg_bess_readings TO authenticated;
+GRANT INSERT (time, device_id, power_total_active, energy_imported_active, energy_exported_active,
+              voltage_line_average, current_phase_average)
+    ON flux.mg_meter_readings TO authenticated;
+GRANT SELECT, INSERT, UPDATE, DELETE ON flux.mg_device_registry, flux.mg_bess_readings,
+    flux.mg_meter_readings, flux.market_data TO service_role;
+
+ALTER TABLE flux.mg_device_registry ENABLE ROW LEVEL SECURITY;
+ALTER TABLE flux.mg_bess_readings ENABLE ROW LEVEL SECURITY;
+ALTER TABLE flux.mg_meter_readings ENABLE ROW LEVEL SECURITY;
+ALTER TABLE flux.market_data ENABLE ROW LEVEL SECURITY;
+
+CREATE POLICY read_all ON flux.mg_device_registry FOR SELECT TO anon, authenticated USING (true);
+CREATE POLICY read_all ON flux.mg_bess_readings FOR SELECT TO anon, authenticated USING (true);
+CREATE POLICY read_all ON flux.mg_meter_readings FOR SELECT TO anon, authenticated USING (true);
+CREATE POLICY read_all ON flux.market_data FOR SELECT TO anon, authenticated USING (true);
+
+-- service_role is created BYPASSRLS, but a database may already have one without it.
+CREATE POLICY service_all ON flux.mg_device_registry TO service_role USING (true) WITH CHECK (true);
+CREATE POLICY service_all ON flux.mg_bess_readings TO service_role USING (true) WITH CHECK (true);
+CREATE POLICY service_all ON flux.mg_meter_readings TO service_role USING (true) WITH CHECK (true);
+CREATE POLICY service_all ON flux.market_data TO service_role USING (true) WITH CHECK (true);
+
+-- The site codes of the request's JWT claims (PostgREST's request.jwt.claims).
+CREATE FUNCTION flux_internal.claimed_sites() RETURNS text[]
+LANGUAGE sql STABLE
+AS $$
+    SELECT CASE jsonb_typeof(claims -> 'sites')
+               WHEN 'array' THEN ARRAY(SELECT jsonb_array_elements_text(claims -> 'sites'))
+               WHEN 'string' THEN ARRAY[claims ->> 'sites']
+               ELSE '{}'::text[]
+           END
+    FROM (SELECT coalesce(nullif(current_setting('request.jwt.claims', true), ''), '{}')::jsonb) AS c(claims)
+$$;
+
+-- `(SELECT claimed_sites())` is an initplan and the uncorrelated IN a hashed subplan: the
+-- claims and the devices at the claimed sites are read once per statement, and each inserted
+-- row costs one hash lookup rather than an index probe.
+CREATE POLICY insert_at_claimed_sites ON flux.mg_bess_readings FOR INSERT TO authenticated
+    WITH CHECK (device_id IN (SELECT d.id FROM flux.mg_device_registry d
+                              WHERE d.site = ANY ((SELECT flux_internal.claimed_sites())::text[])));
+CREATE POLICY insert_at_claimed_sites ON flux.mg_meter_readings FOR INSERT TO authenticated
+    WITH CHECK (device_id IN (SELECT d.id FROM flux.mg_device_registry d
+                              WHERE d.site = ANY ((SELECT flux_internal.claimed_sites())::text[])));
+
+-- A partition answers to its table's policies, but PostgreSQL checks a few things on the
+-- partition itself: the key of a duplicate is reported (23505 details) only to a role that
+-- may read the partition and is not subject to its row-level security. So each partition
+-- carries its table's privileges and has row-level security on, like its table; the roles
+-- still cannot reach it directly, as they have no access to the flux_partitions schema.
+CREATE FUNCTION flux_internal.mirror_table_security(partition regclass) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog
+AS $$
+DECLARE
+    grant_sql text;
+BEGIN
+    EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', partition);
+    FOR grant_sql IN
+        SELECT format('GRANT %s ON %s TO %s', acl.privilege_type, partition,
+                      CASE WHEN acl.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(r.rolname) END)
+        FROM pg_inherits i
+        JOIN pg_class parent ON parent.oid = i.inhparent
+        CROSS JOIN LATERAL aclexplode(parent.relacl) acl
+        LEFT JOIN pg_roles r ON r.oid = acl.grantee
+        WHERE i.inhrelid = partition AND acl.grantee <> parent.relowner
+    LOOP
+        EXECUTE grant_sql;
+    END LOOP;
+END
+$$;
+REVOKE ALL ON FUNCTION flux_internal.mirror_table_security(regclass) FROM PUBLIC;
+
+SELECT flux_internal.mirror_table_security(p)
+FROM unnest(ARRAY['flux_partitions.mg_bess_readings_default', 'flux_partitions.mg_meter_readings_default',
+                  'flux_partitions.market_data_default']::regclass[]) AS p;
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -1549,7 +1452,13 @@ DECLARE
 BEGIN
     -- First one bounded refresh of the energy rollups (400 device-days), so that retention
     -- below may drop the meter readings whose energy it made current. A larger backlog is the
-    -- worker's, or flux.refresh_energy_rollups' called again: this is one transaction.
+    -- worker's, or flux.refresh_energy_rollups' called again: this is one transaction. The
+    -- tables' maintenance locks come first, in the order the worker takes them: the refresh
+    -- reads the readings, and a worker's step holding one of them would wait for this
+    -- transaction's read while this one waited for its lock.
+    PERFORM set_config('lock_timeout', current_setting('flux.maintenance_lock_timeout'), true);
+    PERFORM pg_advisory_xact_lock('flux_internal.partition_config'::regclass::oid::int, t::oid::int)
+    FROM flux_internal.partitioned_tables() t;
     refreshed := flux.refresh_energy_rollups(400, now());
     IF refreshed > 0 THEN
         RETURN QUERY SELECT 'flux.mg_meter_readings'::regclass, 'rollups refreshed', NULL::text,
@@ -1580,5 +1489,102 @@ REVOKE ALL ON FUNCTION flux_internal.create_partition(regclass, timestamptz, boo
 -- extension, and outlive both.
 SELECT pg_replication_origin_create('flux_maintenance')
 WHERE NOT EXISTS (SELECT FROM pg_replication_origin WHERE roname = 'flux_maintenance');
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/keys.rs:55
+CREATE SCHEMA IF NOT EXISTS flux_internal; /* flux::keys::flux_internal */
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/keys.rs:62
+-- flux::keys::flux_internal::jwt_sign
+-- Skipped due to `#[pgrx(sql = false)]`
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/edge.rs:183
+CREATE SCHEMA IF NOT EXISTS flux_internal; /* flux::edge::flux_internal */
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/edge.rs:194
+-- flux::edge::flux_internal::check_request
+CREATE  FUNCTION flux_internal."check_request"() RETURNS TEXT[] /* :: std :: option :: Option < Vec < String > > */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'check_request_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/edge.rs:286
+-- flux::edge::flux_internal::cancel_request
+CREATE  FUNCTION flux_internal."cancel_request"(
+	"request_id" TEXT /* & str */
+) RETURNS bool /* bool */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'cancel_request_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/lib.rs:82
+-- requires:
+--   roles
+--   edge::flux_internal::check_request
+--   edge::flux_internal::cancel_request
+
+-- The API edge: PostgREST calls flux_internal.pre_request() before every request
+-- (db-pre-request = "flux_internal.pre_request"). The decision — api key, rate limit — is made
+-- natively by flux_internal.check_request; this front door only applies it, because custom
+-- HTTP statuses (RAISE SQLSTATE 'PGRST') can only be raised from plpgsql.
+--
+-- It writes no table: PostgREST runs GET requests in READ ONLY transactions, so the token
+-- buckets live in shared memory.
+CREATE FUNCTION flux_internal.pre_request() RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    refusal text[] := flux_internal.check_request();
+BEGIN
+    IF refusal IS NOT NULL THEN
+        RAISE SQLSTATE 'PGRST' USING MESSAGE = refusal[1], DETAIL = refusal[2];
+    END IF;
+END
+$$;
+
+COMMENT ON FUNCTION flux_internal.pre_request() IS
+    'PostgREST db-pre-request hook: rejects requests without a valid api key (401) or over their rate limit (429), and sets the X-RateLimit-* headers.';
+
+-- PostgREST runs the hook as whichever role the request's JWT names, including roles a project
+-- adds beyond the three built-in ones: every role may execute it (functions are executable by
+-- PUBLIC by default); what else lives in flux_internal keeps its own grants.
+GRANT USAGE ON SCHEMA flux_internal TO PUBLIC;
+
+COMMENT ON FUNCTION flux_internal.cancel_request(text) IS
+    'Cancels the statement of the request the router named (x-flux-request-id) if a backend still serves it: the router calls it when the client leaves or PostgREST''s answer is overdue.';
+
+-- The router connects as PostgREST's login role to cancel; nobody else needs to.
+REVOKE ALL ON FUNCTION flux_internal.cancel_request(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION flux_internal.cancel_request(text) TO authenticator;
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/lib.rs:91
+-- requires:
+--   roles
+--   edge
+--   keys::sign_jwt
+
+-- Minting api keys and access tokens from SQL: flux.sign_jwt (src/keys.rs) checks the claims
+-- and signs them natively with the superuser-only setting `flux.jwt_secret` (the secret
+-- PostgREST verifies with). No API role can read the secret, and there is no lower-level
+-- signer to call around the checks.
+
+COMMENT ON FUNCTION flux.sign_jwt(jsonb, interval) IS
+    'Signs claims (role anon, authenticated or service_role; optional sub, sites, ...) as an HS256 JWT valid for valid_for. Service role only.';
+
+REVOKE ALL ON FUNCTION flux.sign_jwt(jsonb, interval) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION flux.sign_jwt(jsonb, interval) TO service_role;
 /* </end connected objects> */
 
