@@ -105,6 +105,15 @@ fn micros_or_infinite(t: TimestampWithTimeZone) -> i64 {
     }
 }
 
+/// A time column of a change-log row, µs (null as `i64::MIN`: never, the log's columns are
+/// NOT NULL).
+fn time_at(row: &pgrx::spi::SpiHeapTupleData<'_>, column: usize) -> i64 {
+    row.get::<TimestampWithTimeZone>(column)
+        .ok()
+        .flatten()
+        .map_or(i64::MIN, micros_or_infinite)
+}
+
 /// Start of the 5-minute bucket holding `t`; the infinite bounds stay as they are.
 fn floor_partial(t: i64) -> i64 {
     t.div_euclid(PARTIAL_WIDTH)
@@ -256,12 +265,7 @@ fn changes(spi: &SpiClient<'_>, query: &str, args: &[DatumWithOid]) -> Vec<(Uuid
     spi.select(query, None, args)
         .unwrap_or_else(|e| spi_failed(e))
         .map(|row| {
-            let time = |i: usize| {
-                row.get::<TimestampWithTimeZone>(i)
-                    .ok()
-                    .flatten()
-                    .map_or(i64::MIN, micros_or_infinite)
-            };
+            let time = |i: usize| time_at(&row, i);
             (
                 row.get::<Uuid>(1)
                     .ok()
@@ -607,12 +611,7 @@ fn refresh_energy_rollups(
             )
             .unwrap_or_else(|e| spi_failed(e))
             .map(|row| {
-                let time = |i: usize| {
-                    row.get::<TimestampWithTimeZone>(i)
-                        .ok()
-                        .flatten()
-                        .map_or(i64::MIN, micros_or_infinite)
-                };
+                let time = |i: usize| time_at(&row, i);
                 (
                     row.get::<Uuid>(1).ok().flatten().expect("NOT NULL"),
                     time(2),
