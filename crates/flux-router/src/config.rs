@@ -14,6 +14,8 @@ pub struct Config {
     /// `FLUX_ROUTER_DB_URL`: a connection that may call `flux_internal.cancel_request`, to
     /// cancel the statement of a request whose client left. Unset: no cancelling.
     pub db_url: Option<String>,
+    /// `FLUX_ROUTER_STATIC`: a directory served at `/` (the dashboard). Unset: nothing is.
+    pub static_dir: Option<std::path::PathBuf>,
     /// `FLUX_ROUTER_MAX_BODY_BYTES` (8 MiB): largest request body.
     pub max_body_bytes: u64,
     /// `FLUX_ROUTER_CLIENT_CONNECTIONS` (1024): open connections per client address.
@@ -64,6 +66,9 @@ impl Config {
             postgrest: address("FLUX_ROUTER_POSTGREST")?,
             realtime: address("FLUX_ROUTER_REALTIME")?,
             db_url: get("FLUX_ROUTER_DB_URL").filter(|u| !u.is_empty()),
+            static_dir: get("FLUX_ROUTER_STATIC")
+                .filter(|d| !d.is_empty())
+                .map(Into::into),
             max_body_bytes: number("FLUX_ROUTER_MAX_BODY_BYTES", 8 << 20)?,
             client_connections: small("FLUX_ROUTER_CLIENT_CONNECTIONS", 1024)?,
             max_connections: small("FLUX_ROUTER_MAX_CONNECTIONS", 16384)?,
@@ -102,6 +107,7 @@ mod tests {
         assert_eq!(c.client_connections, 1024);
         assert_eq!(c.upstream_timeout, Duration::from_secs(75));
         assert_eq!(c.db_url, None);
+        assert_eq!(c.static_dir, None);
     }
 
     #[test]

@@ -12,7 +12,9 @@
 //! * the reference's nested `or=(…)` becomes PostgREST's `or(…)` ([`query`]);
 //! * when a client leaves, or PostgREST's answer takes too long, the database statement of
 //!   that request is cancelled ([`cancel`]);
-//! * a missing PostgREST or realtime server is a JSON 503, not a hung connection.
+//! * a missing PostgREST or realtime server is a JSON 503, not a hung connection;
+//! * other GET requests are served from a directory of static files (the dashboard), with
+//!   `hyper-staticfile`, which resolves paths inside that directory only.
 //!
 //! Configuration comes from the environment ([`config::Config`]). The per-identity API rate
 //! limits and the api-key check itself stay in the database, which remains the authority.

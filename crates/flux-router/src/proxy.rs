@@ -1,4 +1,5 @@
-//! Routing and forwarding: `/rest/v1/…` to PostgREST, `/realtime/v1/…` to the realtime server.
+//! Routing and forwarding: `/rest/v1/…` to PostgREST, `/realtime/v1/…` to the realtime server,
+//! anything else that is a GET or HEAD to the static files (the dashboard), when configured.
 
 use crate::cancel::{Canceller, InFlight};
 use crate::config::Config;
@@ -42,6 +43,7 @@ pub struct Router {
     pub limits: Arc<Limits>,
     client: Client<HttpConnector, ProxyBody>,
     canceller: Option<Canceller>,
+    static_files: Option<hyper_staticfile::Static>,
     throttle: Throttle,
 }
 
@@ -62,6 +64,12 @@ impl Router {
                 config.client_burst,
             )),
             canceller: config.db_url.clone().map(Canceller::start),
+            static_files: config.static_dir.clone().map(|dir| {
+                let mut files = hyper_staticfile::Static::new(dir);
+                // The dashboard is rebuilt in place by `./flux up`: browsers revalidate.
+                files.cache_headers(Some(0));
+                files
+            }),
             client,
             throttle: Throttle::default(),
             config,
@@ -97,6 +105,18 @@ impl Router {
         }
         if let Some(rest) = path.strip_prefix("/realtime/v1/") {
             return self.realtime(req, peer, format!("/{rest}")).await;
+        }
+        if let Some(files) = &self.static_files {
+            if matches!(*req.method(), Method::GET | Method::HEAD) {
+                // The resolver confines paths to the directory (`..` and absolute parts are
+                // dropped); anything it cannot serve falls through to the API's 404.
+                match files.clone().serve(req).await {
+                    Ok(res) if res.status() != StatusCode::NOT_FOUND => {
+                        return res.map(|body| body.map_err(BoxError::from).boxed());
+                    }
+                    _ => {}
+                }
+            }
         }
         error(
             StatusCode::NOT_FOUND,
