@@ -210,6 +210,21 @@ install_daemons() {
     done
 }
 
+# The dashboard (dashboard/, README: Demo and dashboard): its npm packages installed once per
+# lock file, bundled by esbuild into web/, which the router serves at /. config.json tells the
+# page the anon key, which is public by design: it is what every browser client holds.
+build_dashboard() {
+    local dir=$FLUX_ROOT/dashboard stamp=$FLUX_ROOT/dashboard/node_modules/.flux-lock.sha256 sum
+    sum=$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)
+    if [[ $(cat "$stamp" 2>/dev/null) != "$sum" ]]; then
+        say "installing the dashboard's npm packages"
+        (cd "$dir" && npm ci --silent --no-audit --no-fund) || die "npm ci in dashboard/ failed"
+        echo "$sum" >"$stamp"
+    fi
+    node "$dir/build.mjs" "$FLUX_HOME/web" || die "building the dashboard failed"
+    printf '{"anonKey": "%s"}\n' "$FLUX_ANON_KEY" >"$FLUX_HOME/web/config.json"
+}
+
 # Writes conf/$1 from standard input; prints "changed" when it differs from what was there.
 write_conf() {
     local tmp
@@ -251,11 +266,11 @@ start_realtime() {
 start_router() {
     {
         printf 'FLUX_ROUTER_LISTEN=127.0.0.1:%s\nFLUX_ROUTER_POSTGREST=127.0.0.1:%s\n' "$FLUX_PORT" "$FLUX_POSTGREST_PORT"
-        printf 'FLUX_ROUTER_REALTIME=127.0.0.1:%s\n' "$FLUX_REALTIME_PORT"
+        printf 'FLUX_ROUTER_REALTIME=127.0.0.1:%s\nFLUX_ROUTER_STATIC=%s\n' "$FLUX_REALTIME_PORT" "$FLUX_HOME/web"
         printf 'FLUX_ROUTER_DB_URL=postgres://authenticator:%s@127.0.0.1:%s/postgres\n' \
             "$AUTHENTICATOR_PASSWORD" "$FLUX_DB_PORT"
         env | grep -E '^FLUX_ROUTER_[A-Z_]+=' |
-            grep -vE '^FLUX_ROUTER_(LISTEN|POSTGREST|REALTIME|DB_URL)=' | sort || true
+            grep -vE '^FLUX_ROUTER_(LISTEN|POSTGREST|REALTIME|DB_URL|STATIC)=' | sort || true
     } | start_flux_daemon router "$(grep -x flux-router <<<"$1" || true)"
     wait_for 15 curl -sf -o /dev/null -H "apikey: $FLUX_ANON_KEY" \
         "http://127.0.0.1:$FLUX_PORT/rest/v1/market_data?limit=0" ||
@@ -280,6 +295,7 @@ print_summary() {
 
 Flux is up. Connection details are in $FLUX_HOME/stack.env (source it in your shell):
 
+  Dashboard  http://127.0.0.1:$FLUX_PORT/   (./flux demo brings a demo site to life)
   REST API   http://127.0.0.1:$FLUX_PORT/rest/v1
   Realtime   ws://127.0.0.1:$FLUX_PORT/realtime/v1/websocket
   Database   $FLUX_DB_URL
@@ -308,6 +324,7 @@ main() {
     FLUX_DB_URL="postgres://postgres:$POSTGRES_PASSWORD@127.0.0.1:$FLUX_DB_PORT/postgres"
     local changed_daemons
     changed_daemons=$(install_daemons)
+    build_dashboard
     start_postgrest
     start_realtime "$changed_daemons"
     start_router "$changed_daemons"
