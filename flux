@@ -12,6 +12,8 @@ usage: ./flux <command>
   down      stop the stack started by `up` (data stays in .flux/)
   status    show what is running
   env       print .flux/stack.env (the connection details)
+  demo      bring a demo site to life on the running stack, watch it at the printed URL:
+            ./flux demo [--for DURATION] [--devices N] (README: Demo and dashboard)
   test      run every test: unit, pgrx, end-to-end against a throw-away stack, upgrade
   bench     run the benchmarks in bench/ against the stack (see README)
   systemd   write systemd units that supervise the stack in a long-running installation
@@ -19,7 +21,7 @@ USAGE
 }
 
 case "${1:-}" in
-    up | down | status | test | systemd) cmd=$1; shift; exec "$root/stack/$cmd.sh" "$@" ;;
+    up | down | status | test | systemd | demo) cmd=$1; shift; exec "$root/stack/$cmd.sh" "$@" ;;
     env) exec cat "${FLUX_HOME:-$root/.flux}/stack.env" ;;
     bench) shift; exec "$root/bench/run.sh" "$@" ;;
     -h | --help | help) usage ;;
