@@ -64,6 +64,15 @@ ensure_node() {
     ((major >= 20)) || die "Node.js 20+ is required, found $(node --version)"
 }
 
+# Debian's Chromium, which the browser tests of the dashboard drive (headless).
+ensure_chromium() {
+    command -v chromium >/dev/null && return
+    say "installing chromium (for the browser tests)"
+    [[ $(id -u) == 0 ]] || die "installing packages needs root"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+}
+
 ensure_runtime_deps() {
     ensure_apt_packages
     ensure_node

@@ -7,7 +7,9 @@
 #      installation of their own, while a probe checks that the stack beside them never fails
 #   5. end-to-end tests through the router with real clients (node --test tests/e2e), then
 #      those that change the running stack, one at a time (tests/serial)
-#   6. the upgrade test (ALTER EXTENSION flux UPDATE from every installable version)
+#   6. the dashboard in headless Chromium, with ./flux demo feeding the stack (tests/browser);
+#      screenshots of its views in .flux-test/screenshots/
+#   7. the upgrade test (ALTER EXTENSION flux UPDATE from every installable version)
 # Every stack and the pgrx tests run their own copy of PostgreSQL with their own build of the
 # extension: a user's own stack (./flux up) is never touched. The throw-away stack is stopped
 # at the end.
@@ -108,6 +110,7 @@ main() {
     step "installing what is missing"
     ensure_runtime_deps
     ensure_node22
+    ensure_chromium
     (cd tests && npm ci --silent --no-audit --no-fund)
 
     step "cargo fmt --check, shellcheck"
@@ -149,6 +152,9 @@ main() {
 
     step "end-to-end tests that change the stack (one at a time)"
     env "${TEST_STACK[@]}" FLUX_NODE22="$NODE22_BIN" node --test --test-concurrency=1 --test-reporter=spec tests/serial/
+
+    step "browser tests of the dashboard (headless Chromium, ./flux demo running)"
+    FLUX_HOME=$TEST_HOME node --test --test-concurrency=1 --test-reporter=spec tests/browser/
 
     step "upgrade test"
     FLUX_HOME=$TEST_HOME FLUX_PORT=$TEST_PORT "$FLUX_ROOT/tests/upgrade.sh"
