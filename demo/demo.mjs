@@ -209,9 +209,9 @@ class Api {
     this.stopping = false;
   }
 
-  /** A request that waits out rate limits and a stack restart, for at most two minutes. */
+  /** A request that waits out rate limits and a stack restart, for at most ten minutes. */
   async request(path, { method = 'GET', body, token = this.key, prefer } = {}) {
-    const deadline = Date.now() + 2 * MINUTE;
+    const deadline = Date.now() + 10 * MINUTE;
     for (;;) {
       let res;
       try {

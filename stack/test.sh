@@ -154,7 +154,7 @@ main() {
     env "${TEST_STACK[@]}" FLUX_NODE22="$NODE22_BIN" node --test --test-concurrency=1 --test-reporter=spec tests/serial/
 
     step "browser tests of the dashboard (headless Chromium, ./flux demo running)"
-    FLUX_HOME=$TEST_HOME node --test --test-concurrency=1 --test-reporter=spec tests/browser/
+    env "${TEST_STACK[@]}" node --test --test-concurrency=1 --test-reporter=spec tests/browser/
 
     step "upgrade test"
     FLUX_HOME=$TEST_HOME FLUX_PORT=$TEST_PORT "$FLUX_ROOT/tests/upgrade.sh"

@@ -60,7 +60,7 @@ async function start() {
     } catch (e) {
       if (mine !== generation) return;
       const p = document.createElement('p');
-      p.className = 'set-aside';
+      p.className = 'set-aside view-error';
       p.textContent = `Could not load this view: ${e.message}`;
       main.append(p);
     }

@@ -3,12 +3,13 @@
 // view go to $FLUX_HOME/screenshots (README: Demo and dashboard).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
+import { execFile, spawn } from 'node:child_process';
+import { mkdirSync, readFileSync } from 'node:fs';
+import { promisify } from 'node:util';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import puppeteer from 'puppeteer-core';
-import { env, home, service, sql, closeSql, registerDevice, until, sleep } from '../e2e/lib.mjs';
+import { env, home, service, sql, closeSql, registerDevice, sleep } from '../e2e/lib.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const shots = join(home, 'screenshots');
@@ -43,9 +44,10 @@ before(async () => {
   demo = spawn(join(root, 'flux'), ['demo', '--for', '600s'], { env: { ...process.env, FLUX_HOME: home } });
   demo.stdout.on('data', (d) => { demoOutput += d; });
   demo.stderr.on('data', (d) => { demoOutput += d; });
-  await until('./flux demo streams', async () => demoOutput.includes('streaming'), 120).catch((e) => {
-    throw new Error(`${e.message}\n${demoOutput}`);
-  });
+  for (const deadline = Date.now() + 120_000; !demoOutput.includes('streaming'); await sleep(200)) {
+    if (demo.exitCode !== null) throw new Error(`./flux demo exited (${demo.exitCode}):\n${demoOutput}`);
+    if (Date.now() > deadline) throw new Error(`./flux demo did not stream within 120 s:\n${demoOutput}`);
+  }
   browser = await puppeteer.launch({
     executablePath: process.env.FLUX_CHROMIUM ?? '/usr/bin/chromium',
     headless: true,
@@ -241,6 +243,34 @@ test('a rate-limited page says so, with the Retry-After wait', async (t) => {
   await show(page, '#/fleet');
   await page.waitForFunction(() => /Rate limited \(429\).*Retry after \d+ s/.test(document.getElementById('error').textContent), { timeout: 10_000 });
   assert.ok(expected.some((e) => e.includes('429')), 'the browser saw the 429');
+  await page.close();
+});
+
+const fluxUp = () => promisify(execFile)(join(root, 'stack', 'up.sh'), { env: { ...process.env, FLUX_HOME: home, FLUX_QUIET: '1' }, timeout: 600_000 });
+
+test('when PostgREST and the realtime server die the page says so, and recovers after ./flux up', async (t) => {
+  t.after(fluxUp); // whatever happens here, the stack is whole for what follows
+  const page = await openPage(undefined, []);
+  await show(page, '#/fleet');
+  await page.waitForSelector('tr[data-device="DEMO-BESS-01"]');
+  await live(page);
+  const pidOf = (name) => Number(readFileSync(join(home, 'run', `${name}.pid`), 'utf8').trim());
+  process.kill(pidOf('realtime'), 'SIGKILL');
+  process.kill(pidOf('postgrest'), 'SIGKILL');
+  await page.waitForFunction(() => /Realtime/.test(document.getElementById('error').textContent), { timeout: 30_000 });
+  assert.equal(await page.$eval('#live', (d) => d.classList.contains('on')), false);
+  await show(page, '#/fleet');
+  await page.waitForFunction(() => /The API answered 503 PT503/.test(document.getElementById('error').textContent), { timeout: 10_000 });
+  // supabase-js retries a 503 three times (1, 2, 4 s) before the view gives up.
+  await page.waitForSelector('.view-error', { timeout: 20_000 });
+  assert.match(await page.$eval('.view-error', (p) => p.textContent), /Could not load this view: 503/);
+  await page.screenshot({ path: join(shots, 'error.png') });
+
+  await fluxUp();
+  await show(page, '#/fleet');
+  await page.waitForSelector('tr[data-device="DEMO-BESS-01"]');
+  await live(page);
+  assert.equal(await page.$eval('#error', (e) => e.hidden), true);
   await page.close();
 });
 
