@@ -13,7 +13,19 @@ use tokio::sync::{mpsc, Notify};
 /// What the writer of a connection sends.
 pub enum Out {
     Text(String),
+    /// A vsn 2.0.0 binary broadcast.
+    Binary(Vec<u8>),
     Close(u16, &'static str),
+}
+
+impl Out {
+    fn len(&self) -> usize {
+        match self {
+            Out::Text(t) => t.len(),
+            Out::Binary(b) => b.len(),
+            Out::Close(..) => 0,
+        }
+    }
 }
 
 /// A client more than its queue limit behind for this long is disconnected...
@@ -63,6 +75,14 @@ impl ConnHandle {
     /// [`LAG_GRACE_MICROS`]) rather than allowed to hold up everyone else's changes or the
     /// server's memory.
     pub fn push(&self, frame: String) {
+        self.enqueue(Out::Text(frame));
+    }
+
+    pub fn push_binary(&self, frame: Vec<u8>) {
+        self.enqueue(Out::Binary(frame));
+    }
+
+    fn enqueue(&self, frame: Out) {
         let len = frame.len();
         let queued = self.queued.fetch_add(len, Ordering::SeqCst) + len;
         if queued > self.limit {
@@ -76,7 +96,7 @@ impl ConnHandle {
                 return;
             }
         }
-        if self.tx.send(Out::Text(frame)).is_err() {
+        if self.tx.send(frame).is_err() {
             self.queued.fetch_sub(len, Ordering::SeqCst);
         }
     }

@@ -58,11 +58,24 @@ pub struct Binding {
 /// More bindings than this in one join are refused (a bound on per-change matching work).
 pub const MAX_BINDINGS: usize = 100;
 
+/// Longest `config.presence.key`.
+pub const MAX_PRESENCE_KEY: usize = 255;
+
 /// The parts of a join payload the server acts on.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JoinRequest {
     pub access_token: Option<String>,
     pub postgres_changes: Vec<Map<String, Value>>,
+    /// `config.broadcast.self`: the sender gets its own broadcasts.
+    pub broadcast_self: bool,
+    /// `config.broadcast.ack`: each broadcast push is answered.
+    pub broadcast_ack: bool,
+    /// `config.presence.key`; empty or absent: the server makes one.
+    pub presence_key: Option<String>,
+    /// `config.presence.enabled` (supabase-js sets it when the app listens to presence).
+    pub presence_enabled: bool,
+    /// `config.private`.
+    pub private: bool,
 }
 
 /// A join refused; the text becomes the reply's `reason`.
@@ -87,10 +100,35 @@ pub fn parse(payload: &Value) -> Result<JoinRequest, JoinError> {
         Some(Value::String(t)) => Some(t.clone()),
         Some(_) => return Err(bad("access_token must be a string")),
     };
-    let changes = match payload.get("config") {
-        None | Some(Value::Null) => None,
-        Some(Value::Object(config)) => config.get("postgres_changes"),
+    let empty = Map::new();
+    let config = match payload.get("config") {
+        None | Some(Value::Null) => &empty,
+        Some(Value::Object(config)) => config,
         Some(_) => return Err(bad("config must be an object")),
+    };
+    let changes = config.get("postgres_changes");
+    let section = |name: &str| match config.get(name) {
+        None | Some(Value::Null) => Ok(&empty),
+        Some(Value::Object(m)) => Ok(m),
+        Some(_) => Err(bad(&format!("config.{name} must be an object"))),
+    };
+    let flag = |section: &Map<String, Value>, name: &str, path: &str| match section.get(name) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(bad(&format!("{path} must be true or false"))),
+    };
+    let broadcast = section("broadcast")?;
+    let presence = section("presence")?;
+    let presence_key = match presence.get("key") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(k)) if k.is_empty() => None,
+        Some(Value::String(k)) if k.len() <= MAX_PRESENCE_KEY => Some(k.clone()),
+        Some(Value::String(_)) => {
+            return Err(bad(&format!(
+                "config.presence.key is longer than {MAX_PRESENCE_KEY} bytes"
+            )))
+        }
+        Some(_) => return Err(bad("config.presence.key must be a string")),
     };
     let postgres_changes = match changes {
         None | Some(Value::Null) => Vec::new(),
@@ -114,6 +152,11 @@ pub fn parse(payload: &Value) -> Result<JoinRequest, JoinError> {
     Ok(JoinRequest {
         access_token,
         postgres_changes,
+        broadcast_self: flag(broadcast, "self", "config.broadcast.self")?,
+        broadcast_ack: flag(broadcast, "ack", "config.broadcast.ack")?,
+        presence_key,
+        presence_enabled: flag(presence, "enabled", "config.presence.enabled")?,
+        private: flag(config, "private", "config.private")?,
     })
 }
 

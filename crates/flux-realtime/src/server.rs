@@ -3,11 +3,13 @@
 
 use crate::auth;
 use crate::hub::ConnHandle;
+use crate::limits::Refusal;
 use crate::protocol::Vsn;
+use crate::rooms::Message as RoomMessage;
 use crate::session;
 use crate::state::State;
 use crate::time;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{
     HeaderValue, CONNECTION, CONTENT_TYPE, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY,
@@ -18,7 +20,7 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -51,7 +53,7 @@ pub async fn serve(listener: TcpListener, state: Arc<State>, mut shutdown: watch
             let service = service_fn(move |req| {
                 let state = state.clone();
                 let shutdown = shutdown.clone();
-                async move { Ok::<_, Infallible>(route(req, state, peer, shutdown)) }
+                async move { Ok::<_, Infallible>(route(req, state, peer, shutdown).await) }
             });
             let _ = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -75,13 +77,16 @@ fn error(status: StatusCode, message: impl Into<String>) -> Reply {
     json(status, serde_json::json!({ "error": message.into() }))
 }
 
-fn route(
+async fn route(
     req: Request<Incoming>,
     state: Arc<State>,
     peer: SocketAddr,
     shutdown: watch::Receiver<bool>,
 ) -> Reply {
     match (req.method(), req.uri().path()) {
+        (&Method::POST, "/api/broadcast" | "/realtime/v1/api/broadcast") => {
+            rest_broadcast(req, &state).await
+        }
         (&Method::GET, "/websocket" | "/realtime/v1/websocket") => {
             upgrade(req, state, peer, shutdown)
         }
@@ -138,6 +143,28 @@ fn upgrade(
             return error(StatusCode::UNAUTHORIZED, e);
         }
     };
+    let client = client_address(&req, peer);
+    let admitted = match state.connections.admit(client) {
+        Ok(a) => a,
+        Err(refusal) => {
+            let (status, message) = match refusal {
+                Refusal::ClientConnections(n) => (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    format!("TooManyConnections: at most {n} connections per client address"),
+                ),
+                Refusal::Connections(n) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("TooManyConnections: the server has its {n} connections open"),
+                ),
+            };
+            log_throttled!(
+                state.client_log,
+                "refused connection",
+                "refused a connection from {client}: {message}"
+            );
+            return error(status, message);
+        }
+    };
     let Some(vsn) = Vsn::parse(query_param(query, "vsn").as_deref()) else {
         return error(
             StatusCode::BAD_REQUEST,
@@ -174,8 +201,10 @@ fn upgrade(
             WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
                 .await;
         let id = state.next_conn_id();
-        let (conn, rx) = ConnHandle::new(id, vsn, peer.to_string(), state.config.send_queue_bytes);
+        let (conn, rx) =
+            ConnHandle::new(id, vsn, client.to_string(), state.config.send_queue_bytes);
         session::run(ws, state, conn, rx, auth, shutdown).await;
+        drop(admitted);
     });
     let mut res = Response::new(Full::new(Bytes::new()));
     *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -187,6 +216,112 @@ fn upgrade(
         HeaderValue::from_str(&accept).expect("base64 is a valid header value"),
     );
     res
+}
+
+/// `POST /api/broadcast` `{"messages": [{topic, event, payload, private?, id?}]}`: each
+/// message goes to the members of `realtime:<topic>`, as Supabase's endpoint does. 202 with
+/// an empty body; 401 without a valid token; 422 for a malformed batch.
+async fn rest_broadcast(req: Request<Incoming>, state: &State) -> Reply {
+    let message = |status, text: &str| json(status, serde_json::json!({ "message": text }));
+    let token = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .or_else(|| req.headers().get("apikey").and_then(|v| v.to_str().ok()));
+    let now = time::now_micros() / 1_000_000;
+    let Some(auth) = token.and_then(|t| auth::verify(t, &state.config.secret, now).ok()) else {
+        return message(StatusCode::UNAUTHORIZED, "Unauthorized");
+    };
+    let limits = &state.config.limits;
+    let body = match Limited::new(req.into_body(), MAX_MESSAGE).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return message(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large"),
+    };
+    let batch: BroadcastBatch = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            return message(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &format!("Invalid batch: {e}"),
+            )
+        }
+    };
+    if batch.messages.len() > 2 * limits.messages_per_second {
+        return message(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many messages to broadcast, please reduce the batch size",
+        );
+    }
+    for m in &batch.messages {
+        if m.payload.get().len() > limits.payload_bytes {
+            return message(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Payload size exceeds tenant limit",
+            );
+        }
+        if !m.payload.get().trim_start().starts_with('{') {
+            return message(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Invalid batch: payload must be an object",
+            );
+        }
+    }
+    for m in batch.messages {
+        // Private channels take only the service role's messages; others are skipped, as
+        // Supabase skips what a channel's policies refuse.
+        if m.private && auth.role != "service_role" {
+            continue;
+        }
+        let mut payload = format!(
+            "{{\"type\":\"broadcast\",\"event\":{},\"payload\":{}",
+            serde_json::Value::from(m.event),
+            m.payload.get()
+        );
+        if let Some(id) = m.id {
+            payload.push_str(&format!(
+                ",\"meta\":{{\"id\":{}}}",
+                serde_json::Value::from(id)
+            ));
+        }
+        payload.push('}');
+        let topic = format!("realtime:{}", m.topic);
+        state
+            .rooms
+            .broadcast(&topic, None, &RoomMessage::Text(&payload));
+    }
+    let mut res = Response::new(Full::new(Bytes::new()));
+    *res.status_mut() = StatusCode::ACCEPTED;
+    res
+}
+
+#[derive(serde::Deserialize)]
+struct BroadcastBatch {
+    messages: Vec<BatchMessage>,
+}
+
+#[derive(serde::Deserialize)]
+struct BatchMessage {
+    topic: String,
+    event: String,
+    payload: Box<serde_json::value::RawValue>,
+    #[serde(default)]
+    private: bool,
+    id: Option<String>,
+}
+
+/// The client's address: the router's `X-Forwarded-For` (set from its socket, never taken
+/// from the client) when the connection comes from this machine, else the peer itself.
+fn client_address(req: &Request<Incoming>, peer: SocketAddr) -> IpAddr {
+    if !peer.ip().is_loopback() {
+        return peer.ip();
+    }
+    req.headers()
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit(',').next())
+        .and_then(|ip| ip.trim().parse().ok())
+        .unwrap_or(peer.ip())
 }
 
 /// The first value of `name` in a query string, percent-decoded.

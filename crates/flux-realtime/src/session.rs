@@ -2,9 +2,12 @@
 //! draining the connection's send queue on the way out.
 
 use crate::auth::{self, Auth};
+use crate::frames;
 use crate::hub::{ChannelSub, ConnHandle, Out};
 use crate::join::{self, JoinError};
-use crate::protocol::{self, Incoming, Outgoing};
+use crate::limits::Bucket;
+use crate::protocol::{self, Incoming, Outgoing, Vsn};
+use crate::rooms::{Member, Message as Broadcast};
 use crate::state::State;
 use crate::time;
 use futures_util::{SinkExt, StreamExt};
@@ -25,8 +28,10 @@ type Ws = WebSocketStream<TokioIo<Upgraded>>;
 /// supabase-js sends a heartbeat every 25 s (30 s in some versions); a connection silent for
 /// much longer is gone.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-/// Channels one connection may have joined at once (Supabase's default limit too).
-const MAX_CHANNELS: usize = 100;
+/// The window of the presence call limit (Supabase's default: 5 calls per 30 s).
+const PRESENCE_WINDOW_SECONDS: f64 = 30.0;
+/// Largest presence meta (JSON text).
+const MAX_PRESENCE_META: usize = 8 << 10;
 /// How often token expiry and idleness are checked.
 const TICK: Duration = Duration::from_secs(1);
 
@@ -35,6 +40,12 @@ struct Joined {
     /// Present when the channel is subscribed to changes.
     sub: Option<Arc<ChannelSub>>,
     auth: Arc<Auth>,
+    /// `config.broadcast.ack`: broadcasts are answered.
+    ack: bool,
+    /// `config.private`: only the service role may broadcast or track presence (row-level
+    /// authorisation of private channels is not built yet).
+    private: bool,
+    presence_calls: Bucket,
 }
 
 struct Session {
@@ -43,6 +54,8 @@ struct Session {
     /// The connection's api key, used by joins that bring no access token.
     apikey: Arc<Auth>,
     channels: HashMap<String, Joined>,
+    joins: Bucket,
+    messages: Bucket,
 }
 
 pub async fn run(
@@ -65,7 +78,11 @@ pub async fn run(
     );
     let (sink, mut stream) = ws.split();
     let mut writer = tokio::spawn(write(sink, rx, conn.clone()));
+    let limits = &state.config.limits;
+    let per_second = |n: usize| Bucket::new(n as f64, 2.0 * n as f64, Instant::now());
     let mut session = Session {
+        joins: per_second(limits.joins_per_second),
+        messages: per_second(limits.messages_per_second),
         state: state.clone(),
         conn: conn.clone(),
         apikey: Arc::new(apikey),
@@ -81,6 +98,10 @@ pub async fn run(
                 Some(Ok(Message::Text(text))) => {
                     last_seen = Instant::now();
                     session.handle(&text).await;
+                }
+                Some(Ok(Message::Binary(frame))) => {
+                    last_seen = Instant::now();
+                    session.handle_binary(&frame);
                 }
                 Some(Ok(Message::Close(_))) | None => break "closed by client",
                 Some(Ok(_)) => last_seen = Instant::now(),
@@ -110,6 +131,9 @@ pub async fn run(
         }
     };
     state.hub.remove_connection(conn.id);
+    for topic in session.channels.keys() {
+        state.rooms.leave(topic, conn.id);
+    }
     state.hub.connections.fetch_sub(1, Ordering::Relaxed);
     // Let the writer flush what is queued (and the close frame), unless the client is the
     // reason it cannot.
@@ -136,17 +160,14 @@ async fn write(
     conn: Arc<ConnHandle>,
 ) {
     while let Some(out) = rx.recv().await {
-        let result = match out {
+        let (message, len) = match out {
             Out::Text(frame) => {
                 let len = frame.len();
-                // Write without flushing while more is queued: one syscall for a burst.
-                let fed = sink.feed(Message::Text(frame.into())).await;
-                conn.sent(len);
-                if fed.is_ok() && rx.is_empty() {
-                    sink.flush().await
-                } else {
-                    fed
-                }
+                (Message::Text(frame.into()), len)
+            }
+            Out::Binary(frame) => {
+                let len = frame.len();
+                (Message::Binary(frame.into()), len)
             }
             Out::Close(code, reason) => {
                 let _ = sink
@@ -157,6 +178,14 @@ async fn write(
                     .await;
                 return;
             }
+        };
+        // Write without flushing while more is queued: one syscall for a burst.
+        let fed = sink.feed(message).await;
+        conn.sent(len);
+        let result = if fed.is_ok() && rx.is_empty() {
+            sink.flush().await
+        } else {
+            fed
         };
         if result.is_err() {
             return;
@@ -220,8 +249,8 @@ impl Session {
                 self.close_channel(&msg.topic, None);
             }
             (_, "access_token") => self.access_token(&msg),
-            // Broadcast and presence are accepted (a channel may enable them) but not relayed.
-            (_, "broadcast" | "presence") if msg.msg_ref.is_some() => self.reply(&msg, true, "{}"),
+            (_, "broadcast") => self.broadcast(&msg),
+            (_, "presence") => self.presence(&msg),
             _ => {}
         }
     }
@@ -230,12 +259,34 @@ impl Session {
         let Some(channel) = msg.topic.strip_prefix("realtime:") else {
             return self.reply(msg, false, &protocol::reason("unmatched topic"));
         };
+        let limits = &self.state.config.limits;
+        let refused = if !self.joins.take(Instant::now()) {
+            Some(format!(
+                "TooManyJoins: at most {} joins per second per connection",
+                limits.joins_per_second
+            ))
+        } else if !self.channels.contains_key(&msg.topic) && self.channels.len() >= limits.channels
+        {
+            Some(format!(
+                "TooManyChannels: at most {} channels per connection",
+                limits.channels
+            ))
+        } else {
+            None
+        };
+        if let Some(reason) = refused {
+            log_throttled!(
+                self.state.client_log,
+                "refused join",
+                "conn {}: refused join of {}: {reason}",
+                self.conn.id,
+                flux_log::cap(&msg.topic, 120)
+            );
+            return self.reply(msg, false, &protocol::reason(&reason));
+        }
         if self.channels.contains_key(&msg.topic) {
             // Phoenix semantics: a second join of a topic replaces the first.
             self.close_channel(&msg.topic, None);
-        } else if self.channels.len() >= MAX_CHANNELS {
-            let reason = format!("TooManyChannels: at most {MAX_CHANNELS} channels per connection");
-            return self.reply(msg, false, &protocol::reason(&reason));
         }
         match self.subscribe(msg, channel).await {
             Ok(summary) => log_throttled!(
@@ -273,6 +324,14 @@ impl Session {
             ),
             None => self.apikey.clone(),
         };
+        let now = time::now_micros() / 1_000_000;
+        if auth.exp <= now {
+            // The connection's api key has expired: it opens no more channels.
+            return Err(JoinError(format!(
+                "InvalidJWTToken: Token has expired {} seconds ago",
+                now - auth.exp
+            )));
+        }
         let publication = &self.state.config.publication;
         let mut catalog = self.state.catalog();
         let mut resolved = join::resolve(&request.postgres_changes, &catalog, publication, || {
@@ -290,6 +349,18 @@ impl Session {
         }
         let (bindings, echo) = resolved?;
         let count = bindings.len();
+        let limit = self.state.config.limits.bindings;
+        let held: usize = self
+            .channels
+            .values()
+            .filter_map(|j| j.sub.as_ref())
+            .map(|s| s.bindings.len())
+            .sum();
+        if held + count > limit {
+            return Err(JoinError(format!(
+                "TooManyBindings: at most {limit} postgres_changes bindings per connection ({held} held)"
+            )));
+        }
         // The reply goes out before the channel is registered, so no change can reach the
         // client ahead of the ids it needs to route it.
         self.reply(msg, true, &format!("{{\"postgres_changes\":{echo}}}"));
@@ -317,13 +388,35 @@ impl Session {
                 ),
             );
         }
+        let presence_key = request
+            .presence_key
+            .clone()
+            .unwrap_or_else(|| format!("{:x}-{}", self.conn.id, self.state.next_binding_id()));
+        let presence = self.state.rooms.join(
+            &msg.topic,
+            Member::new(self.conn.clone(), request.broadcast_self, presence_key),
+        );
+        if request.presence_enabled {
+            // supabase-js holds back presence diffs until the state of its join arrives.
+            self.send(
+                msg.join_ref.as_deref(),
+                None,
+                &msg.topic,
+                "presence_state",
+                &presence,
+            );
+        }
         let summary = format!("role {}, {count} postgres_changes binding(s)", auth.role);
+        let calls = self.state.config.limits.presence_calls as f64;
         self.channels.insert(
             msg.topic.clone(),
             Joined {
                 join_ref: msg.join_ref.clone(),
                 sub,
                 auth,
+                ack: request.broadcast_ack,
+                private: request.private,
+                presence_calls: Bucket::new(calls / PRESENCE_WINDOW_SECONDS, calls, Instant::now()),
             },
         );
         Ok(summary)
@@ -382,6 +475,7 @@ impl Session {
             return;
         };
         self.state.hub.remove(self.conn.id, topic);
+        self.state.rooms.leave(topic, self.conn.id);
         let join_ref = joined.join_ref.as_deref();
         if let Some(message) = error {
             let channel = topic.strip_prefix("realtime:").unwrap_or(topic);
@@ -394,6 +488,168 @@ impl Session {
             );
         }
         self.send(join_ref, join_ref, topic, "phx_close", "{}");
+    }
+
+    /// Whether this channel may send broadcasts and presence: public channels always;
+    /// private ones only for the service role.
+    fn may_send(joined: &Joined) -> bool {
+        !joined.private || joined.auth.role == "service_role"
+    }
+
+    /// A broadcast push (text, either vsn): relayed to the topic's other members.
+    fn broadcast(&mut self, msg: &Incoming) {
+        let payload = msg.payload.to_string();
+        let event_ok = msg.payload.get("event").is_some_and(|e| e.is_string());
+        if !event_ok {
+            return self.reply(
+                msg,
+                false,
+                &protocol::reason("broadcast needs a string event"),
+            );
+        }
+        self.relay(
+            &msg.topic,
+            msg.join_ref.as_deref(),
+            msg.msg_ref.as_deref(),
+            payload.len(),
+            &Broadcast::Text(&payload),
+        );
+    }
+
+    /// A vsn 2.0.0 binary frame: a broadcast push (kind 3), the only kind clients send.
+    fn handle_binary(&mut self, frame: &[u8]) {
+        let push = match (self.conn.vsn, frames::decode_push(frame)) {
+            (Vsn::V2, Ok(push)) => push,
+            (vsn, decoded) => {
+                let why = match (vsn, decoded) {
+                    (Vsn::V1, _) => "binary frames are for vsn 2.0.0".to_owned(),
+                    (_, Err(e)) => e,
+                    (_, Ok(_)) => unreachable!("handled above"),
+                };
+                log_throttled!(
+                    self.state.client_log,
+                    "malformed",
+                    "conn {}: ignoring a binary frame: {}",
+                    self.conn.id,
+                    flux_log::cap(&why, 200)
+                );
+                return;
+            }
+        };
+        if !self.channels.contains_key(&push.topic) {
+            let topic = push.topic.clone();
+            return self.send(
+                push.join_ref.as_deref(),
+                push.msg_ref.as_deref(),
+                &topic,
+                "phx_reply",
+                &protocol::reply_payload(false, &protocol::reason("unmatched topic")),
+            );
+        }
+        self.relay(
+            &push.topic,
+            push.join_ref.as_deref(),
+            push.msg_ref.as_deref(),
+            push.payload.len(),
+            &Broadcast::Binary {
+                event: &push.event,
+                encoding: push.encoding,
+                payload: &push.payload,
+            },
+        );
+    }
+
+    /// Relays one broadcast of a joined channel, within the connection's limits; answers it
+    /// when the channel asked for acknowledgements.
+    fn relay(
+        &mut self,
+        topic: &str,
+        join_ref: Option<&str>,
+        msg_ref: Option<&str>,
+        size: usize,
+        message: &Broadcast,
+    ) {
+        let limits = &self.state.config.limits;
+        let Some(joined) = self.channels.get(topic) else {
+            return;
+        };
+        let ack = joined.ack;
+        let answer = |session: &Session, ok: bool, response: &str| {
+            if ack {
+                session.send(
+                    join_ref,
+                    msg_ref,
+                    topic,
+                    "phx_reply",
+                    &protocol::reply_payload(ok, response),
+                );
+            }
+        };
+        if !self.messages.take(Instant::now()) {
+            let message = format!(
+                "Too many messages per second: at most {} per connection",
+                limits.messages_per_second
+            );
+            return self.close_channel(topic, Some(&message));
+        }
+        if size > limits.payload_bytes {
+            return answer(self, false, r#"{"error":"payload_size_exceeded"}"#);
+        }
+        if !Self::may_send(joined) {
+            // Supabase drops what an unauthorised sender broadcasts on a private channel.
+            return answer(
+                self,
+                false,
+                &protocol::reason("Unauthorized: private channel"),
+            );
+        }
+        self.state
+            .rooms
+            .broadcast(topic, Some(self.conn.id), message);
+        answer(self, true, "{}");
+    }
+
+    /// `track` / `untrack` of the channel's presence.
+    fn presence(&mut self, msg: &Incoming) {
+        let Some(joined) = self.channels.get_mut(&msg.topic) else {
+            return;
+        };
+        if !joined.presence_calls.take(Instant::now()) {
+            return self.close_channel(&msg.topic, Some("Client presence rate limit exceeded"));
+        }
+        if !Self::may_send(joined) {
+            return self.reply(msg, false, "{}");
+        }
+        let event = msg
+            .payload
+            .get("event")
+            .and_then(|e| e.as_str())
+            .map(str::to_ascii_lowercase);
+        match event.as_deref() {
+            Some("track") => {
+                let meta = match msg.payload.get("payload") {
+                    None | Some(serde_json::Value::Null) => serde_json::Map::new(),
+                    Some(serde_json::Value::Object(m)) => m.clone(),
+                    Some(_) => {
+                        return self.reply(
+                            msg,
+                            false,
+                            &protocol::reason("Presence track payload must be a map"),
+                        )
+                    }
+                };
+                if serde_json::Value::Object(meta.clone()).to_string().len() > MAX_PRESENCE_META {
+                    return self.close_channel(&msg.topic, Some("Track message size exceeded"));
+                }
+                self.state.rooms.track(&msg.topic, self.conn.id, meta);
+                self.reply(msg, true, "{}");
+            }
+            Some("untrack") => {
+                self.state.rooms.untrack(&msg.topic, self.conn.id);
+                self.reply(msg, true, "{}");
+            }
+            _ => self.reply(msg, false, &protocol::reason("UnknownPresenceEvent")),
+        }
     }
 
     fn expire_tokens(&mut self) {

@@ -3,6 +3,8 @@
 use crate::catalog::{Catalog, Table};
 use crate::db::{self, Access, DbError, Pool};
 use crate::hub::Hub;
+use crate::limits::Connections;
+use crate::rooms::Rooms;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -31,6 +33,29 @@ pub struct Config {
     pub pool_size: usize,
     /// Bytes a client may have queued before it is disconnected as too slow.
     pub send_queue_bytes: usize,
+    pub limits: Limits,
+}
+
+/// What one client may ask of the server (README: Realtime, "Limits").
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// `FLUX_REALTIME_MAX_CHANNELS` (100): channels joined at once per connection.
+    pub channels: usize,
+    /// `FLUX_REALTIME_MAX_BINDINGS` (100): `postgres_changes` bindings per connection.
+    pub bindings: usize,
+    /// `FLUX_REALTIME_JOINS_PER_SECOND` (10, bursts of twice that): joins per connection.
+    pub joins_per_second: usize,
+    /// `FLUX_REALTIME_CLIENT_CONNECTIONS` (100): connections per client address.
+    pub client_connections: usize,
+    /// `FLUX_REALTIME_MAX_CONNECTIONS` (10000): connections in all.
+    pub connections: usize,
+    /// `FLUX_REALTIME_MESSAGES_PER_SECOND` (100, bursts of twice that): broadcasts a
+    /// connection sends.
+    pub messages_per_second: usize,
+    /// `FLUX_REALTIME_MAX_PAYLOAD_KB` (256): largest broadcast payload.
+    pub payload_bytes: usize,
+    /// `FLUX_REALTIME_PRESENCE_CALLS` (5 per 30 s): track and untrack calls per channel.
+    pub presence_calls: usize,
 }
 
 impl Config {
@@ -70,6 +95,16 @@ impl Config {
             rls_check,
             pool_size: number("FLUX_REALTIME_POOL_SIZE", 4)?,
             send_queue_bytes: number("FLUX_REALTIME_SEND_QUEUE_MB", 8)? << 20,
+            limits: Limits {
+                channels: number("FLUX_REALTIME_MAX_CHANNELS", 100)?,
+                bindings: number("FLUX_REALTIME_MAX_BINDINGS", 100)?,
+                joins_per_second: number("FLUX_REALTIME_JOINS_PER_SECOND", 10)?,
+                client_connections: number("FLUX_REALTIME_CLIENT_CONNECTIONS", 100)?,
+                connections: number("FLUX_REALTIME_MAX_CONNECTIONS", 10_000)?,
+                messages_per_second: number("FLUX_REALTIME_MESSAGES_PER_SECOND", 100)?,
+                payload_bytes: number("FLUX_REALTIME_MAX_PAYLOAD_KB", 256)? << 10,
+                presence_calls: number("FLUX_REALTIME_PRESENCE_CALLS", 5)?,
+            },
         })
     }
 }
@@ -77,6 +112,10 @@ impl Config {
 pub struct State {
     pub config: Config,
     pub hub: Hub,
+    /// Broadcast and Presence members of every topic.
+    pub rooms: Rooms,
+    /// Open connections per client address and in all.
+    pub connections: Arc<Connections>,
     pub pool: Pool,
     catalog: RwLock<Arc<Catalog>>,
     /// When a join last had the catalog reloaded.
@@ -98,6 +137,11 @@ impl State {
     pub fn new(config: Config) -> State {
         State {
             pool: Pool::new(config.db_url.clone(), config.pool_size),
+            rooms: Rooms::default(),
+            connections: Connections::new(
+                config.limits.client_connections,
+                config.limits.connections,
+            ),
             config,
             hub: Hub::default(),
             catalog: RwLock::default(),

@@ -9,6 +9,12 @@
 //       -> {"type":"status","id":"c1","status":"SUBSCRIBED"|"CHANNEL_ERROR"|...,"error":...}
 //       -> {"type":"change","id":"c1","binding":0,"payload":{...}} per delivered change
 //       -> {"type":"system","id":"c1","payload":{...}} per system message
+//   {"cmd":"join","id":"c2","channel":"room","config":{broadcast,presence,private}}
+//       -> {"type":"status",...}; {"type":"broadcast","id":"c2","payload":{type,event,payload}} per
+//          broadcast; {"type":"presence","id":"c2","event":"sync"|"join"|"leave","key","state"}
+//   {"cmd":"send","id":"c2","req":"s1","event":"e","payload":{...}} -> {"type":"sent","req":"s1","result":"ok"|...}
+//   {"cmd":"track","id":"c2","req":"t1","meta":{...}} / {"cmd":"untrack","id":"c2","req":"t2"}
+//       -> {"type":"tracked","req":"t1","result":"ok"|...}
 //   {"cmd":"unsubscribe","id":"c1"}                      -> {"type":"unsubscribed","id":"c1","result":"ok"}
 //   {"cmd":"setAuth","token":"..."}                      -> {"type":"auth-set"}
 //   {"cmd":"insert","req":"r1","table":"...","rows":[...]} -> {"type":"rest","req":"r1","status":201,"data":[...],"error":null}
@@ -40,6 +46,26 @@ const commands = {
     ch.on('system', {}, (payload) => emit({ type: 'system', id, payload }));
     channels.set(id, ch);
     ch.subscribe((status, error) => emit({ type: 'status', id, status, error: error ? String(error.message ?? error) : null }));
+  },
+  join({ id, channel, config }) {
+    const ch = supabase.channel(channel, { config });
+    ch.on('broadcast', { event: '*' }, (payload) => emit({ type: 'broadcast', id, payload }));
+    for (const event of ['sync', 'join', 'leave']) {
+      ch.on('presence', { event }, (p) => emit({ type: 'presence', id, event, key: p?.key ?? null, state: ch.presenceState() }));
+    }
+    ch.on('system', {}, (payload) => emit({ type: 'system', id, payload }));
+    channels.set(id, ch);
+    ch.subscribe((status, error) => emit({ type: 'status', id, status, error: error ? String(error.message ?? error) : null }));
+  },
+  async send({ id, req, event, payload }) {
+    const result = await channels.get(id).send({ type: 'broadcast', event, payload });
+    emit({ type: 'sent', req, result });
+  },
+  async track({ id, req, meta }) {
+    emit({ type: 'tracked', req, result: await channels.get(id).track(meta) });
+  },
+  async untrack({ id, req }) {
+    emit({ type: 'tracked', req, result: await channels.get(id).untrack() });
   },
   async unsubscribe({ id }) {
     const result = await supabase.removeChannel(channels.get(id));

@@ -80,6 +80,37 @@ export class Client {
     }
   }
 
+  /** Joins a channel with this config (broadcast, presence, private) and waits for SUBSCRIBED. */
+  async join(id, channel, config = {}) {
+    this.send({ cmd: 'join', id, channel, config });
+    const status = await this.waitFor((e) => e.type === 'status' && e.id === id && e.status !== 'TIMED_OUT', `status of ${id}`, 25_000);
+    if (status.status !== 'SUBSCRIBED') throw new Error(`${this.name}: ${id} got ${status.status}: ${status.error}`);
+  }
+
+  /** channel.send({type: 'broadcast', event, payload}); resolves to its result ('ok', 'error', 'timed out'). */
+  async broadcast(id, event, payload) {
+    const req = `s${this.nextReq++}`;
+    this.send({ cmd: 'send', id, req, event, payload });
+    return (await this.waitFor((e) => e.type === 'sent' && e.req === req, `send of ${event}`)).result;
+  }
+
+  /** channel.track(meta), or channel.untrack() when meta is null. */
+  async track(id, meta) {
+    const req = `t${this.nextReq++}`;
+    this.send(meta === null ? { cmd: 'untrack', id, req } : { cmd: 'track', id, req, meta });
+    return (await this.waitFor((e) => e.type === 'tracked' && e.req === req, 'track')).result;
+  }
+
+  broadcasts(id) {
+    return this.events.filter((e) => e.type === 'broadcast' && e.id === id).map((e) => e.payload);
+  }
+
+  /** Waits until the channel's presence state satisfies `pred`; returns that state. */
+  async presence(id, pred, what) {
+    const found = await this.waitFor((e) => e.type === 'presence' && e.event === 'sync' && e.id === id && pred(e.state), what);
+    return found.state;
+  }
+
   async unsubscribe(id) {
     this.send({ cmd: 'unsubscribe', id });
     return (await this.waitFor((e) => e.type === 'unsubscribed' && e.id === id, `leave of ${id}`)).result;

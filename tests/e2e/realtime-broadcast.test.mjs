@@ -1,0 +1,214 @@
+// Broadcast and Presence with real supabase-js clients: 2.90 on Node 20 (vsn 1.0.0, `ws` as its
+// transport) and 2.119 on Node 22 (vsn 2.0.0, whose broadcasts are binary frames), each with
+// itself and with the other; the REST endpoint; private channels; bad input.
+import { describe, test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { env, anonKey, serviceKey, mintToken, closeSql } from './lib.mjs';
+import { Client, flavors } from './realtime/harness.mjs';
+
+after(closeSql);
+
+const pairs = [
+  [flavors[0], flavors[0]],
+  [flavors[1], flavors[1]],
+  [flavors[1], flavors[0]],
+  [flavors[0], flavors[1]],
+];
+const room = (what) => `${what}-${randomUUID().slice(0, 8)}`;
+const short = (f) => f.name.split(' (')[0];
+
+for (const [fa, fb] of pairs) {
+  describe(`broadcast and presence: ${short(fa)} → ${short(fb)}`, () => {
+    const a = new Client(fa, anonKey);
+    const b = new Client(fb, anonKey);
+    after(() => Promise.all([a.close(), b.close()]));
+
+    test('a broadcast reaches the other client, not the sender unless self; ack answers it', async () => {
+      const name = room('cmd');
+      await a.join('a', name, { broadcast: { ack: true } });
+      await b.join('b', name, { broadcast: { self: true } });
+      assert.equal(await a.broadcast('a', 'setpoint', { device: 'BESS-01', kw: -50 }), 'ok');
+      const got = await b.waitFor((e) => e.type === 'broadcast' && e.id === 'b', 'the broadcast');
+      assert.deepEqual({ ...got.payload, meta: undefined }, { type: 'broadcast', event: 'setpoint', payload: { device: 'BESS-01', kw: -50 }, meta: undefined });
+      // b asked for its own messages; a did not.
+      await b.broadcast('b', 'echo', { n: 1 });
+      await b.waitFor((e) => e.type === 'broadcast' && e.id === 'b' && e.payload.event === 'echo', 'its own broadcast');
+      await a.waitFor((e) => e.type === 'broadcast' && e.id === 'a' && e.payload.event === 'echo', 'b\'s broadcast');
+      await new Promise((r) => setTimeout(r, 300));
+      assert.deepEqual(a.broadcasts('a').map((p) => p.event), ['echo'], 'a never hears its own setpoint');
+    });
+
+    test('presence: state after join, joins, updates and leaves, cleaned up on disconnect', async () => {
+      const name = room('who');
+      const c = new Client(fa, anonKey);
+      try {
+        await a.join('pa', name, { presence: { key: 'operator-ann', enabled: true } });
+        await c.join('pc', name, { presence: { key: 'gateway-7', enabled: true } });
+        await b.join('pb', name, { presence: { key: 'viewer-bo', enabled: true } });
+        assert.equal(await a.track('pa', { status: 'online' }), 'ok');
+        assert.equal(await c.track('pc', { status: 'online', site: 'WLCE' }), 'ok');
+        const state = await b.presence('pb', (s) => s['operator-ann'] && s['gateway-7'], 'both presences');
+        assert.equal(state['gateway-7'][0].site, 'WLCE');
+        assert.equal(typeof state['operator-ann'][0].presence_ref, 'string');
+        // An update replaces the meta; untrack removes it.
+        await a.track('pa', { status: 'away' });
+        await b.presence('pb', (s) => s['operator-ann']?.[0]?.status === 'away', 'the update');
+        assert.equal(await a.track('pa', null), 'ok');
+        await b.presence('pb', (s) => !s['operator-ann'] && s['gateway-7'], 'the untrack');
+        // A client that goes away leaves.
+        await c.close();
+        await b.presence('pb', (s) => !s['gateway-7'], 'the disconnect');
+        await b.waitFor((e) => e.type === 'presence' && e.id === 'pb' && e.event === 'leave' && e.key === 'gateway-7', 'a leave event');
+        // A newcomer gets the current state at once.
+        await b.track('pb', { status: 'watching' });
+        const late = new Client(fb, anonKey);
+        try {
+          await late.join('pl', name, { presence: { enabled: true } });
+          await late.presence('pl', (s) => s['viewer-bo']?.[0]?.status === 'watching', 'the state after join');
+        } finally {
+          await late.close();
+        }
+      } finally {
+        await c.close();
+      }
+    });
+
+    test('the REST endpoint broadcasts to the channel (202)', async () => {
+      const name = room('rest');
+      await b.join('rb', name, {});
+      const res = await fetch(`${env.FLUX_URL}/realtime/v1/api/broadcast`, {
+        method: 'POST',
+        headers: { apikey: anonKey, Authorization: `Bearer ${anonKey}`, 'Content-Type': 'application/json' },
+        body: JSON.stringify({ messages: [{ topic: name, event: 'price', payload: { gbp_mwh: 81.5 }, id: 'm-1' }] }),
+      });
+      assert.equal(res.status, 202);
+      assert.equal(await res.text(), '');
+      const got = await b.waitFor((e) => e.type === 'broadcast' && e.id === 'rb', 'the REST broadcast');
+      assert.equal(got.payload.event, 'price');
+      assert.deepEqual(got.payload.payload, { gbp_mwh: 81.5 });
+      assert.deepEqual(got.payload.meta, { id: 'm-1' });
+    });
+  });
+}
+
+describe('broadcast: private channels and bad input', () => {
+  test('on a private channel only the service role may broadcast; others are refused', async () => {
+    const name = room('private');
+    const service = new Client(flavors[1], anonKey, await mintToken({ role: 'service_role' }));
+    const anon = new Client(flavors[1], anonKey);
+    const listener = new Client(flavors[0], anonKey, await mintToken({ role: 'service_role' }));
+    try {
+      await listener.join('l', name, { private: true });
+      await anon.join('x', name, { private: true, broadcast: { ack: true } });
+      await service.join('s', name, { private: true, broadcast: { ack: true } });
+      assert.equal(await anon.broadcast('x', 'open-breaker', {}), 'error');
+      assert.equal(await service.broadcast('s', 'open-breaker', { ok: true }), 'ok');
+      const got = await listener.waitFor((e) => e.type === 'broadcast', 'the service broadcast');
+      assert.equal(got.payload.event, 'open-breaker');
+      assert.deepEqual(listener.broadcasts('l').map((p) => p.event), ['open-breaker']);
+      // REST: a private message of a non-service key is skipped, not delivered.
+      const post = (key) => fetch(`${env.FLUX_URL}/realtime/v1/api/broadcast`, {
+        method: 'POST',
+        headers: { apikey: key, Authorization: `Bearer ${key}`, 'Content-Type': 'application/json' },
+        body: JSON.stringify({ messages: [{ topic: name, event: key === serviceKey ? 'by-service' : 'by-anon', payload: {}, private: true }] }),
+      });
+      assert.equal((await post(anonKey)).status, 202);
+      assert.equal((await post(serviceKey)).status, 202);
+      await listener.waitFor((e) => e.type === 'broadcast' && e.payload.event === 'by-service', 'the service REST broadcast');
+      assert.deepEqual(listener.broadcasts('l').map((p) => p.event), ['open-breaker', 'by-service']);
+    } finally {
+      await Promise.all([service.close(), anon.close(), listener.close()]);
+    }
+  });
+
+  test('the REST endpoint refuses bad tokens and malformed batches with clear statuses', async () => {
+    const post = (body, key = anonKey, type = 'application/json') => fetch(`${env.FLUX_URL}/realtime/v1/api/broadcast`, {
+      method: 'POST', headers: { apikey: key, Authorization: `Bearer ${key}`, 'Content-Type': type }, body,
+    });
+    const ok = JSON.stringify({ messages: [{ topic: 't', event: 'e', payload: {} }] });
+    let res = await post(ok, 'not-a-jwt');
+    assert.equal(res.status, 401);
+    assert.deepEqual(await res.json(), { message: 'Unauthorized' });
+    res = await fetch(`${env.FLUX_URL}/realtime/v1/api/broadcast`, { method: 'POST', body: ok });
+    assert.equal(res.status, 401);
+    for (const bad of ['{', '{"messages": 5}', '{"messages": [{"topic": "t", "payload": {}}]}', '{"messages": [{"topic": "t", "event": "e", "payload": [1]}]}']) {
+      res = await post(bad);
+      assert.equal(res.status, 422, bad);
+      assert.match((await res.json()).message, /Invalid batch/);
+    }
+    res = await post(JSON.stringify({ messages: [{ topic: 't', event: 'e', payload: { blob: 'x'.repeat(300 << 10) } }] }));
+    assert.equal(res.status, 422);
+    assert.equal((await res.json()).message, 'Payload size exceeds tenant limit');
+    res = await post(JSON.stringify({ messages: Array.from({ length: 201 }, () => ({ topic: 't', event: 'e', payload: {} })) }));
+    assert.equal(res.status, 429);
+    res = await post('x'.repeat(2 << 20));
+    assert.equal(res.status, 413);
+  });
+});
+
+/** A raw WebSocket client of one vsn: frames as they arrive, text parsed, binary as Buffers. */
+async function rawClient(vsn) {
+  const { default: WebSocket } = await import('ws');
+  const ws = new WebSocket(`${env.FLUX_REALTIME_URL}/websocket?apikey=${anonKey}&vsn=${vsn}`);
+  const inbox = [];
+  ws.on('message', (data, isBinary) => inbox.push(isBinary ? Buffer.from(data) : JSON.parse(data.toString())));
+  await new Promise((resolve, reject) => ws.on('open', resolve).on('error', reject));
+  const send = (joinRef, ref, topic, event, payload) =>
+    ws.send(JSON.stringify(vsn === '1.0.0' ? { topic, event, payload, ref, join_ref: joinRef } : [joinRef, ref, topic, event, payload]));
+  const waitFor = async (pred, what) => {
+    for (const deadline = Date.now() + 5000; Date.now() < deadline; await new Promise((r) => setTimeout(r, 20))) {
+      const found = inbox.find(pred);
+      if (found) return found;
+    }
+    throw new Error(`vsn ${vsn}: no ${what}; got ${JSON.stringify(inbox)}`);
+  };
+  return { ws, inbox, send, waitFor };
+}
+
+/** A kind-3 frame as supabase-js ≥ 2.81 builds it. */
+function userBroadcastPush(joinRef, ref, topic, event, payload, encoding = 1) {
+  const parts = [joinRef, ref, topic, event, ''].map((s) => Buffer.from(s));
+  const body = Buffer.isBuffer(payload) ? payload : Buffer.from(JSON.stringify(payload));
+  return Buffer.concat([Buffer.from([3, ...parts.map((p) => p.length), encoding]), ...parts, body]);
+}
+
+test('raw frames: a binary push goes to vsn 2 as a binary broadcast and to vsn 1 as JSON; bad frames are ignored', async () => {
+  const topic = `realtime:${room('raw')}`;
+  const v1 = await rawClient('1.0.0');
+  const v2 = await rawClient('2.0.0');
+  const sender = await rawClient('2.0.0');
+  try {
+    v1.send('1', '1', topic, 'phx_join', { config: {} });
+    v2.send('1', '1', topic, 'phx_join', { config: {} });
+    sender.send('1', '1', topic, 'phx_join', { config: { broadcast: { ack: true } } });
+    for (const c of [v1, v2, sender]) await c.waitFor((m) => !Buffer.isBuffer(m) && (m.event ?? m[3]) === 'phx_reply', 'join reply');
+    // Garbage first: an unknown kind, a truncated frame, bad JSON. None reaches anyone.
+    sender.ws.send(Buffer.from([9, 0, 0, 0, 0, 0, 1]));
+    sender.ws.send(userBroadcastPush('1', '7', topic, 'e', {}).subarray(0, 10));
+    sender.ws.send(Buffer.concat([userBroadcastPush('1', '8', topic, 'e', {}).subarray(0, 7 + 1 + 1 + topic.length + 1), Buffer.from('{nope')]));
+    sender.ws.send(userBroadcastPush('1', '9', topic, 'reading', { soe: 61.5 }));
+    const ack = await sender.waitFor((m) => Array.isArray(m) && m[1] === '9', 'the ack');
+    assert.deepEqual(ack, ['1', '9', topic, 'phx_reply', { status: 'ok', response: {} }]);
+    const binary = await v2.waitFor((m) => Buffer.isBuffer(m), 'a binary broadcast');
+    const [kind, topicLen, eventLen, metaLen, encoding] = binary;
+    assert.deepEqual([kind, topicLen, eventLen, metaLen, encoding], [4, topic.length, 7, 0, 1]);
+    assert.equal(binary.subarray(5, 5 + topicLen).toString(), topic);
+    assert.equal(binary.subarray(5 + topicLen, 5 + topicLen + eventLen).toString(), 'reading');
+    assert.deepEqual(JSON.parse(binary.subarray(5 + topicLen + eventLen).toString()), { soe: 61.5 });
+    const json = await v1.waitFor((m) => m.event === 'broadcast', 'a JSON broadcast');
+    assert.deepEqual(json, { topic, event: 'broadcast', payload: { type: 'broadcast', event: 'reading', payload: { soe: 61.5 } }, ref: null });
+    // Raw bytes cannot reach vsn 1; vsn 2 gets them as they are.
+    sender.ws.send(userBroadcastPush('1', '10', topic, 'blob', Buffer.from([0, 1, 2, 255]), 0));
+    await v2.waitFor((m) => Buffer.isBuffer(m) && m[4] === 0, 'the raw broadcast');
+    assert.deepEqual([...v2.inbox.filter(Buffer.isBuffer).at(-1).subarray(-4)], [0, 1, 2, 255]);
+    // A binary frame on vsn 1 is not part of its protocol: ignored, the connection lives on.
+    v1.ws.send(userBroadcastPush('1', '11', topic, 'e', {}));
+    v1.send(null, '12', 'phoenix', 'heartbeat', {});
+    await v1.waitFor((m) => m.ref === '12', 'the heartbeat reply');
+    assert.equal(v1.inbox.filter((m) => m.event === 'broadcast').length, 1);
+    assert.equal(v2.inbox.filter(Buffer.isBuffer).length, 2, 'only the two good pushes were relayed');
+  } finally {
+    for (const c of [v1, v2, sender]) c.ws.close();
+  }
+});
