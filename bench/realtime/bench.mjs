@@ -88,6 +88,8 @@ async function startServer(mode) {
       FLUX_DB_URL: env.FLUX_DB_URL,
       FLUX_JWT_SECRET: env.FLUX_JWT_SECRET,
       FLUX_REALTIME_RLS_CHECK: mode,
+      // Every benchmark client comes from 127.0.0.1: lift the per-address connection limit.
+      FLUX_REALTIME_CLIENT_CONNECTIONS: String(CLIENTS + 10),
     },
     stdio: ['ignore', 'ignore', 'pipe'],
   });

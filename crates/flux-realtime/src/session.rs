@@ -103,7 +103,11 @@ pub async fn run(
                     last_seen = Instant::now();
                     session.handle_binary(&frame);
                 }
-                Some(Ok(Message::Close(_))) | None => break "closed by client",
+                Some(Ok(Message::Close(_))) | None => {
+                    // Answer the close, which also ends the writer at once.
+                    conn.close(1000, "");
+                    break "closed by client";
+                }
                 Some(Ok(_)) => last_seen = Instant::now(),
                 Some(Err(_)) => break "connection error",
             },
