@@ -171,6 +171,14 @@ async fn dispatch(state: &State, batch: Batch) -> Result<(), String> {
             .or_insert_with(|| Arc::new(change.data_json(&c.access.visible, c.secure)))
             .clone();
         let sub = &subs[c.sub];
+        if !state.admit_event(
+            &sub.auth.role,
+            &sub.conn,
+            &sub.topic,
+            sub.join_ref.as_deref(),
+        ) {
+            continue;
+        }
         let ids = c
             .ids
             .iter()

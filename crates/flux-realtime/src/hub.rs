@@ -47,6 +47,8 @@ pub struct ConnHandle {
     over_since: AtomicI64,
     kicked: AtomicBool,
     kick: Notify,
+    /// When (µs since the epoch) the client was last told that events were dropped for it.
+    dropped_notice: AtomicI64,
 }
 
 impl ConnHandle {
@@ -67,6 +69,7 @@ impl ConnHandle {
             over_since: AtomicI64::new(0),
             kicked: AtomicBool::new(false),
             kick: Notify::new(),
+            dropped_notice: AtomicI64::new(0),
         };
         (Arc::new(handle), rx)
     }
@@ -125,6 +128,16 @@ impl ConnHandle {
             log!("conn {} ({}): disconnecting: {why}", self.id, self.peer);
             self.kick.notify_one();
         }
+    }
+
+    /// Whether to tell the client now that events were dropped: at most once a second.
+    pub fn notice_drop(&self, now: i64) -> bool {
+        let last = self.dropped_notice.load(Ordering::Relaxed);
+        now - last >= 1_000_000
+            && self
+                .dropped_notice
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
     }
 
     pub fn is_kicked(&self) -> bool {

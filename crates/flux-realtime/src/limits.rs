@@ -104,6 +104,58 @@ impl Drop for Admitted {
     }
 }
 
+/// Ceilings on the events the server sends (changes and broadcasts): one in all, and one per
+/// role for the roles given one. Bursts of one second's worth.
+pub struct EventRates {
+    buckets: Mutex<(Bucket, HashMap<String, Bucket>)>,
+}
+
+impl EventRates {
+    pub fn new(total: usize, per_role: &HashMap<String, usize>) -> EventRates {
+        let now = Instant::now();
+        let bucket = |n: usize| Bucket::new(n as f64, n as f64, now);
+        EventRates {
+            buckets: Mutex::new((
+                bucket(total),
+                per_role
+                    .iter()
+                    .map(|(r, &n)| (r.clone(), bucket(n)))
+                    .collect(),
+            )),
+        }
+    }
+
+    /// Takes one event of `role` from its ceiling and the total; false: over one of them.
+    pub fn take(&self, role: &str, now: Instant) -> bool {
+        let mut guard = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let (total, roles) = &mut *guard;
+        match roles.get_mut(role) {
+            Some(bucket) => bucket.take(now) && total.take(now),
+            None => total.take(now),
+        }
+    }
+}
+
+/// Parses `role=n,role=n` (`FLUX_REALTIME_ROLE_EVENTS_PER_SECOND`).
+pub fn parse_role_rates(text: &str) -> Result<HashMap<String, usize>, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (role, n) = pair
+                .split_once('=')
+                .ok_or_else(|| format!("{pair:?} is not role=events_per_second"))?;
+            let n = n
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| format!("{pair:?}: the rate must be a positive integer"))?;
+            Ok((role.trim().to_owned(), n))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,5 +189,28 @@ mod tests {
             c.admit(b).is_ok(),
             "a closed connection gives its place back"
         );
+    }
+
+    #[test]
+    fn event_ceilings_per_role_and_in_all() {
+        let t0 = Instant::now();
+        let roles = parse_role_rates("anon=2, authenticated = 5").unwrap();
+        let rates = EventRates::new(6, &roles);
+        assert_eq!((0..5).filter(|_| rates.take("anon", t0)).count(), 2);
+        // A role without a ceiling of its own has the total's.
+        assert_eq!((0..9).filter(|_| rates.take("service_role", t0)).count(), 4);
+        assert!(!rates.take("authenticated", t0), "the total is spent");
+        assert!(rates.take("anon", t0 + Duration::from_millis(600)));
+    }
+
+    #[test]
+    fn role_rates_are_parsed_or_refused_with_the_reason() {
+        assert_eq!(parse_role_rates("").unwrap().len(), 0);
+        assert_eq!(parse_role_rates("anon=10").unwrap()["anon"], 10);
+        assert!(parse_role_rates("anon")
+            .unwrap_err()
+            .contains("role=events_per_second"));
+        assert!(parse_role_rates("anon=0").unwrap_err().contains("positive"));
+        assert!(parse_role_rates("anon=x").unwrap_err().contains("positive"));
     }
 }

@@ -13,6 +13,9 @@ use std::sync::{Arc, Mutex};
 /// One joined channel, as Broadcast and Presence see it.
 pub struct Member {
     pub conn: Arc<ConnHandle>,
+    pub join_ref: Option<String>,
+    /// The role of the channel's token, for the event ceilings.
+    pub role: String,
     /// `config.broadcast.self`: the sender receives its own broadcasts.
     pub receive_own: bool,
     /// `config.presence.key`, or one the server made.
@@ -21,9 +24,17 @@ pub struct Member {
 }
 
 impl Member {
-    pub fn new(conn: Arc<ConnHandle>, receive_own: bool, presence_key: String) -> Member {
+    pub fn new(
+        conn: Arc<ConnHandle>,
+        join_ref: Option<String>,
+        role: String,
+        receive_own: bool,
+        presence_key: String,
+    ) -> Member {
         Member {
             conn,
+            join_ref,
+            role,
             receive_own,
             presence_key,
             presence: None,
@@ -110,8 +121,14 @@ impl Rooms {
     }
 
     /// Sends a broadcast to every member of the topic but the sender (unless it asked for its
-    /// own); returns how many got it.
-    pub fn broadcast(&self, topic: &str, from: Option<u64>, message: &Message) -> usize {
+    /// own) that `admit` lets through (the event ceilings); returns how many got it.
+    pub fn broadcast(
+        &self,
+        topic: &str,
+        from: Option<u64>,
+        message: &Message,
+        admit: &dyn Fn(&Member) -> bool,
+    ) -> usize {
         let rooms = self.lock();
         let Some(room) = rooms.get(topic) else {
             return 0;
@@ -119,7 +136,7 @@ impl Rooms {
         let mut frames = Frames::new(topic, message);
         let mut delivered = 0;
         for member in room.values() {
-            if Some(member.conn.id) == from && !member.receive_own {
+            if Some(member.conn.id) == from && !member.receive_own || !admit(member) {
                 continue;
             }
             if frames.send(&member.conn) {
@@ -342,6 +359,10 @@ mod tests {
         ConnHandle::new(id, vsn, "test".into(), 1 << 20)
     }
 
+    fn member(conn: Arc<ConnHandle>, receive_own: bool, key: &str) -> Member {
+        Member::new(conn, None, "anon".into(), receive_own, key.into())
+    }
+
     fn texts(rx: &mut UnboundedReceiver<Out>) -> Vec<Value> {
         std::iter::from_fn(|| rx.try_recv().ok())
             .map(|o| match o {
@@ -358,12 +379,12 @@ mod tests {
         let (a, mut ra) = conn(1, Vsn::V1);
         let (b, mut rb) = conn(2, Vsn::V2);
         let (c, mut rc) = conn(3, Vsn::V2);
-        rooms.join("realtime:room", Member::new(a, false, "a".into()));
-        rooms.join("realtime:room", Member::new(b, true, "b".into()));
-        rooms.join("realtime:other", Member::new(c, false, "c".into()));
+        rooms.join("realtime:room", member(a, false, "a"));
+        rooms.join("realtime:room", member(b, true, "b"));
+        rooms.join("realtime:other", member(c, false, "c"));
         let payload = r#"{"type":"broadcast","event":"cursor","payload":{"x":1}}"#;
         assert_eq!(
-            rooms.broadcast("realtime:room", Some(2), &Message::Text(payload)),
+            rooms.broadcast("realtime:room", Some(2), &Message::Text(payload), &|_| true),
             2
         );
         let p: Value = serde_json::from_str(payload).unwrap();
@@ -380,7 +401,7 @@ mod tests {
         assert!(texts(&mut rc).is_empty(), "another topic hears nothing");
         // Without `self`, the sender is left out.
         assert_eq!(
-            rooms.broadcast("realtime:room", Some(1), &Message::Text(payload)),
+            rooms.broadcast("realtime:room", Some(1), &Message::Text(payload), &|_| true),
             1
         );
         assert!(texts(&mut ra).is_empty());
@@ -391,14 +412,17 @@ mod tests {
         let rooms = Rooms::default();
         let (a, mut ra) = conn(1, Vsn::V1);
         let (b, mut rb) = conn(2, Vsn::V2);
-        rooms.join("realtime:t", Member::new(a, false, "a".into()));
-        rooms.join("realtime:t", Member::new(b, false, "b".into()));
+        rooms.join("realtime:t", member(a, false, "a"));
+        rooms.join("realtime:t", member(b, false, "b"));
         let json_push = Message::Binary {
             event: "e",
             encoding: Encoding::Json,
             payload: br#"{"v":2}"#,
         };
-        assert_eq!(rooms.broadcast("realtime:t", None, &json_push), 2);
+        assert_eq!(
+            rooms.broadcast("realtime:t", None, &json_push, &|_| true),
+            2
+        );
         assert_eq!(
             texts(&mut ra),
             vec![
@@ -413,7 +437,7 @@ mod tests {
             encoding: Encoding::Binary,
             payload: &[1, 2, 3],
         };
-        assert_eq!(rooms.broadcast("realtime:t", None, &raw), 1);
+        assert_eq!(rooms.broadcast("realtime:t", None, &raw, &|_| true), 1);
         assert!(texts(&mut ra).is_empty());
         assert_eq!(texts(&mut rb).len(), 1);
     }
@@ -423,11 +447,8 @@ mod tests {
         let rooms = Rooms::default();
         let (a, mut ra) = conn(1, Vsn::V2);
         let (b, mut rb) = conn(2, Vsn::V1);
-        assert_eq!(
-            rooms.join("realtime:p", Member::new(a, false, "alice".into())),
-            "{}"
-        );
-        rooms.join("realtime:p", Member::new(b, false, "bob".into()));
+        assert_eq!(rooms.join("realtime:p", member(a, false, "alice")), "{}");
+        rooms.join("realtime:p", member(b, false, "bob"));
         let meta = |v: Value| v.as_object().unwrap().clone();
         rooms.track("realtime:p", 1, meta(json!({"status": "online"})));
         let diff_a = texts(&mut ra);
@@ -460,8 +481,7 @@ mod tests {
         // A newcomer's state has alice; leaving sends her leave.
         let (c, _rc) = conn(3, Vsn::V2);
         let state: Value =
-            serde_json::from_str(&rooms.join("realtime:p", Member::new(c, false, "carol".into())))
-                .unwrap();
+            serde_json::from_str(&rooms.join("realtime:p", member(c, false, "carol"))).unwrap();
         assert_eq!(state["alice"]["metas"][0]["status"], "away");
         assert_eq!(state.as_object().unwrap().len(), 1);
         rooms.leave("realtime:p", 1);

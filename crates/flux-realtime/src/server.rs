@@ -286,9 +286,12 @@ async fn rest_broadcast(req: Request<Incoming>, state: &State) -> Reply {
         }
         payload.push('}');
         let topic = format!("realtime:{}", m.topic);
+        let admit = |m: &crate::rooms::Member| {
+            state.admit_event(&m.role, &m.conn, &topic, m.join_ref.as_deref())
+        };
         state
             .rooms
-            .broadcast(&topic, None, &RoomMessage::Text(&payload));
+            .broadcast(&topic, None, &RoomMessage::Text(&payload), &admit);
     }
     let mut res = Response::new(Full::new(Bytes::new()));
     *res.status_mut() = StatusCode::ACCEPTED;

@@ -398,7 +398,13 @@ impl Session {
             .unwrap_or_else(|| format!("{:x}-{}", self.conn.id, self.state.next_binding_id()));
         let presence = self.state.rooms.join(
             &msg.topic,
-            Member::new(self.conn.clone(), request.broadcast_self, presence_key),
+            Member::new(
+                self.conn.clone(),
+                msg.join_ref.clone(),
+                auth.role.clone(),
+                request.broadcast_self,
+                presence_key,
+            ),
         );
         if request.presence_enabled {
             // supabase-js holds back presence diffs until the state of its join arrives.
@@ -607,9 +613,11 @@ impl Session {
                 &protocol::reason("Unauthorized: private channel"),
             );
         }
-        self.state
+        let state = &self.state;
+        let admit = |m: &Member| state.admit_event(&m.role, &m.conn, topic, m.join_ref.as_deref());
+        state
             .rooms
-            .broadcast(topic, Some(self.conn.id), message);
+            .broadcast(topic, Some(self.conn.id), message, &admit);
         answer(self, true, "{}");
     }
 

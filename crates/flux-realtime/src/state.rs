@@ -2,9 +2,11 @@
 
 use crate::catalog::{Catalog, Table};
 use crate::db::{self, Access, DbError, Pool};
-use crate::hub::Hub;
-use crate::limits::Connections;
+use crate::hub::{ConnHandle, Hub};
+use crate::limits::{self, Connections, EventRates};
+use crate::protocol;
 use crate::rooms::Rooms;
+use crate::time;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -56,6 +58,11 @@ pub struct Limits {
     pub payload_bytes: usize,
     /// `FLUX_REALTIME_PRESENCE_CALLS` (5 per 30 s): track and untrack calls per channel.
     pub presence_calls: usize,
+    /// `FLUX_REALTIME_EVENTS_PER_SECOND` (1000000): events the server sends, in all.
+    pub events_per_second: usize,
+    /// `FLUX_REALTIME_ROLE_EVENTS_PER_SECOND` (`anon=200000`): events sent to a role's
+    /// subscribers, per role listed.
+    pub role_events_per_second: HashMap<String, usize>,
 }
 
 impl Config {
@@ -104,6 +111,12 @@ impl Config {
                 messages_per_second: number("FLUX_REALTIME_MESSAGES_PER_SECOND", 100)?,
                 payload_bytes: number("FLUX_REALTIME_MAX_PAYLOAD_KB", 256)? << 10,
                 presence_calls: number("FLUX_REALTIME_PRESENCE_CALLS", 5)?,
+                events_per_second: number("FLUX_REALTIME_EVENTS_PER_SECOND", 1_000_000)?,
+                role_events_per_second: limits::parse_role_rates(
+                    &var("FLUX_REALTIME_ROLE_EVENTS_PER_SECOND")
+                        .unwrap_or_else(|| "anon=200000".into()),
+                )
+                .map_err(|e| format!("FLUX_REALTIME_ROLE_EVENTS_PER_SECOND: {e}"))?,
             },
         })
     }
@@ -116,6 +129,8 @@ pub struct State {
     pub rooms: Rooms,
     /// Open connections per client address and in all.
     pub connections: Arc<Connections>,
+    /// Ceilings on the events sent, in all and per role.
+    pub event_rates: EventRates,
     pub pool: Pool,
     catalog: RwLock<Arc<Catalog>>,
     /// When a join last had the catalog reloaded.
@@ -138,6 +153,10 @@ impl State {
         State {
             pool: Pool::new(config.db_url.clone(), config.pool_size),
             rooms: Rooms::default(),
+            event_rates: EventRates::new(
+                config.limits.events_per_second,
+                &config.limits.role_events_per_second,
+            ),
             connections: Connections::new(
                 config.limits.client_connections,
                 config.limits.connections,
@@ -219,6 +238,37 @@ impl State {
     /// falsy id as no id).
     pub fn next_binding_id(&self) -> u32 {
         self.next_binding.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Whether an event for a subscriber of `role` may go out under the event ceilings. When
+    /// it may not, the channel is told (at most once a second per connection) that events
+    /// were dropped.
+    pub fn admit_event(
+        &self,
+        role: &str,
+        conn: &ConnHandle,
+        topic: &str,
+        join_ref: Option<&str>,
+    ) -> bool {
+        if self.event_rates.take(role, Instant::now()) {
+            return true;
+        }
+        if conn.notice_drop(time::now_micros()) {
+            let channel = topic.strip_prefix("realtime:").unwrap_or(topic);
+            let message =
+                format!("Too many events per second for role {role}: some were not delivered");
+            conn.push(protocol::encode(
+                conn.vsn,
+                &protocol::Outgoing {
+                    join_ref,
+                    msg_ref: None,
+                    topic,
+                    event: "system",
+                    payload: &protocol::system_payload(false, "system", channel, &message),
+                },
+            ));
+        }
+        false
     }
 
     pub fn next_conn_id(&self) -> u64 {
