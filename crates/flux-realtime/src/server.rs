@@ -31,6 +31,8 @@ use tokio_tungstenite::WebSocketStream;
 
 /// Join payloads are small; nothing a client sends needs more.
 const MAX_MESSAGE: usize = 1 << 20;
+/// The most of a REST body read before it is refused (the router's own limit).
+const READ_BODY_BYTES: usize = 8 << 20;
 
 pub async fn serve(listener: TcpListener, state: Arc<State>, mut shutdown: watch::Receiver<bool>) {
     loop {
@@ -234,10 +236,18 @@ async fn rest_broadcast(req: Request<Incoming>, state: &State) -> Reply {
         return message(StatusCode::UNAUTHORIZED, "Unauthorized");
     };
     let limits = &state.config.limits;
-    let body = match Limited::new(req.into_body(), MAX_MESSAGE).collect().await {
+    // The body is read whole (the router lets through at most 8 MiB) before a 413: answering
+    // while the router still sends would break its connection, and the client would see a 503.
+    let body = match Limited::new(req.into_body(), READ_BODY_BYTES)
+        .collect()
+        .await
+    {
         Ok(b) => b.to_bytes(),
         Err(_) => return message(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large"),
     };
+    if body.len() > MAX_MESSAGE {
+        return message(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large");
+    }
     let batch: BroadcastBatch = match serde_json::from_slice(&body) {
         Ok(b) => b,
         Err(e) => {
