@@ -305,6 +305,10 @@ $$;
 -- database may hold it for the length of a move, and it is waited for as a lock is, at most
 -- lock_timeout. (One origin per database would fill the cluster's replication state slots,
 -- max_replication_slots, one per database that ever moved rows, dropped databases included.)
+-- A logical decoding consumer that sees each change's origin can filter on it; pgoutput in
+-- PostgreSQL 15 names only a transaction's origin at its commit, so the move is also framed by
+-- transactional logical messages (prefix flux_maintenance, 'begin' and 'end'), in order with
+-- its changes, by which the realtime feed leaves them out.
 CREATE FUNCTION flux_internal.as_maintenance(active boolean) RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -324,6 +328,7 @@ BEGIN
         LOOP
             BEGIN
                 PERFORM pg_replication_origin_session_setup('flux_maintenance');
+                PERFORM pg_logical_emit_message(true, 'flux_maintenance', 'begin');
                 RETURN;
             EXCEPTION WHEN object_in_use THEN
                 IF patience > interval '0' AND clock_timestamp() - started >= patience THEN
@@ -334,6 +339,7 @@ BEGIN
             PERFORM pg_sleep(0.01);
         END LOOP;
     ELSIF pg_replication_origin_session_is_setup() THEN
+        PERFORM pg_logical_emit_message(true, 'flux_maintenance', 'end');
         PERFORM pg_replication_origin_session_reset();
     END IF;
 END

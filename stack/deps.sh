@@ -2,7 +2,7 @@
 # Installs what a fresh Debian 12 machine lacks. Sourced by up.sh and test.sh; each step is
 # skipped when its result is already there, so a warm machine pays almost nothing.
 
-APT_PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-15-wal2json libclang-dev clang
+APT_PACKAGES=(postgresql-15 postgresql-server-dev-15 libclang-dev clang
     sudo curl ca-certificates)
 PGRX_VERSION=0.18.1
 

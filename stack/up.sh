@@ -9,6 +9,7 @@ source "$FLUX_ROOT/stack/deps.sh"
 FLUX_PROFILE=${FLUX_PROFILE:-release}           # cargo profile of the installed extension
 FLUX_SHARED_BUFFERS=${FLUX_SHARED_BUFFERS:-1GB}
 FLUX_MAX_ROWS=${FLUX_MAX_ROWS:-10000}               # rows per REST response (PostgREST db-max-rows)
+FLUX_SLOT_WAL_KEEP=${FLUX_SLOT_WAL_KEEP:-2GB}       # WAL the realtime slot may hold back while unread
 
 random_secret() { tr -dc 'A-Za-z0-9' </dev/urandom | head -c "$1"; }
 

@@ -79,6 +79,20 @@ async function clearReadings(devices) {
   await db.query('VACUUM ANALYZE flux.mg_bess_readings');
 }
 
+const BENCH_SLOT = `flux_realtime_bench_${process.pid}`;
+/** Drops the benchmark server's slot (permanent, like the stack's), once its walsender has gone. */
+async function dropBenchSlot() {
+  for (let i = 0; i < 50; i++) {
+    const { rows } = await db.query('SELECT active FROM pg_replication_slots WHERE slot_name = $1', [BENCH_SLOT]);
+    if (rows.length === 0) return;
+    if (!rows[0].active) {
+      await db.query('SELECT pg_drop_replication_slot($1)', [BENCH_SLOT]);
+      return;
+    }
+    await sleep(100);
+  }
+}
+
 async function startServer(mode) {
   const port = await freePort();
   const server = spawn(binary, [], {
@@ -90,6 +104,8 @@ async function startServer(mode) {
       FLUX_REALTIME_RLS_CHECK: mode,
       // Every benchmark client comes from 127.0.0.1: lift the per-address connection limit.
       FLUX_REALTIME_CLIENT_CONNECTIONS: String(CLIENTS + 10),
+      // A slot of its own beside the stack's realtime server; dropped after each run.
+      FLUX_REALTIME_SLOT: BENCH_SLOT,
     },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
@@ -238,6 +254,7 @@ async function runMode(mode, devices) {
     await clients?.stop();
     server.kill('SIGTERM');
     await new Promise((r) => server.once('exit', r));
+    await dropBenchSlot();
     if (/dispatch: batch dropped|disconnecting/.test(log())) say(`server log:\n${log()}`);
   }
 }

@@ -42,7 +42,7 @@ pub fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
-/// A partition of a published table: wal2json names the partition a row went to, never the
+/// A partition of a published table: pgoutput names the partition a row went to, never the
 /// partitioned table, and subscribers know only the latter.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Partition {
@@ -109,33 +109,6 @@ impl Catalog {
             .cloned()
             .collect()
     }
-
-    /// wal2json's `add-tables` value: `schema.table` pairs, with `\` before the characters
-    /// wal2json treats specially. Every table of a schema holding partitions is included, so
-    /// that a partition created since this catalog was read is not missed (the feed then
-    /// reloads the catalog).
-    pub fn add_tables_option(&self) -> String {
-        let escape = |s: &str| {
-            let mut out = String::with_capacity(s.len());
-            for c in s.chars() {
-                if matches!(c, ' ' | '\'' | ',' | '.' | '*' | '\\') {
-                    out.push('\\');
-                }
-                out.push(c);
-            }
-            out
-        };
-        self.tables
-            .iter()
-            .map(|t| format!("{}.{}", escape(&t.schema), escape(&t.name)))
-            .chain(
-                self.partition_schemas
-                    .iter()
-                    .map(|s| format!("{}.*", escape(s))),
-            )
-            .collect::<Vec<_>>()
-            .join(",")
-    }
 }
 
 #[cfg(test)]
@@ -201,7 +174,6 @@ pub mod fixtures {
 #[cfg(test)]
 mod tests {
     use super::fixtures::*;
-    use super::*;
 
     #[test]
     fn finds_tables_by_pattern() {
@@ -227,10 +199,6 @@ mod tests {
         assert!(!c.may_be_new_partition("flux_partitions", "mg_bess_readings_p20261129"));
         assert!(c.may_be_new_partition("flux_partitions", "mg_bess_readings_p20261130"));
         assert!(!c.may_be_new_partition("public", "other"));
-        assert_eq!(
-            c.add_tables_option(),
-            "flux.mg_bess_readings,flux.mg_device_registry,flux_partitions.*"
-        );
     }
 
     #[test]
@@ -238,10 +206,5 @@ mod tests {
         let mut t = registry();
         t.name = "we\"ird.name, x".into();
         assert_eq!(t.qualified(), r#""flux"."we""ird.name, x""#);
-        let c = Catalog::new(vec![Arc::new(bess()), Arc::new(t)], Vec::new());
-        assert_eq!(
-            c.add_tables_option(),
-            r#"flux.mg_bess_readings,flux.we"ird\.name\,\ x"#
-        );
     }
 }

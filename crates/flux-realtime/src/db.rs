@@ -94,23 +94,6 @@ impl Pool {
     }
 }
 
-/// Readies the change feed's session. Newer PostgreSQL builds only load output plugins listed
-/// in `output_plugin_libraries` (superuser-settable; older ones have no such setting), so
-/// wal2json is added for this session. And every `pg_logical_slot_get_changes` call logs two
-/// LOG lines ("starting logical decoding ..."): polled many times a second, that would flood
-/// the server log, so this session only logs what is fatal (the feed logs its own errors).
-pub async fn prepare_feed_session(client: &Client) -> Result<(), DbError> {
-    client
-        .batch_execute(
-            "SELECT set_config('output_plugin_libraries', \
-                 current_setting('output_plugin_libraries') || ', wal2json', false) \
-             WHERE current_setting('output_plugin_libraries', true) IS NOT NULL \
-               AND current_setting('output_plugin_libraries') !~ '\\mwal2json\\M'; \
-             SET log_min_messages = fatal",
-        )
-        .await
-}
-
 /// The published tables, with their leaf partitions. A partitioned table shows in
 /// `pg_publication_tables` as itself or as its partitions (publish_via_partition_root): either
 /// way it is named here by its root.

@@ -200,7 +200,7 @@ async fn dispatch(state: &State, batch: Batch) -> Result<(), String> {
     Ok(())
 }
 
-/// Has PostgreSQL type the rows: wal2json's text forms in, `to_jsonb` per column out. Also
+/// Has PostgreSQL type the rows: their text forms in, `to_jsonb` per column out. Also
 /// says, per change, whether its new row is visible to a snapshot taken now.
 async fn convert<'a>(
     state: &State,

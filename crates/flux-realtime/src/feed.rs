@@ -1,35 +1,46 @@
-//! The change feed: a temporary wal2json slot polled with `pg_logical_slot_get_changes`.
+//! The change feed: the logical replication protocol, pushed by PostgreSQL's walsender from a
+//! permanent `pgoutput` slot over the publication (`pgwire-replication` speaks the protocol;
+//! [`crate::pgoutput`] reads its rows). Nothing is polled: an idle feed costs nothing.
 //!
-//! A temporary slot belongs to its session and vanishes with it, so a stopped server leaves
-//! no slot behind retaining WAL. The price is that a lost connection (PostgreSQL restarted)
-//! loses the slot: the feed reconnects with backoff and creates a new one, and changes
-//! committed while no slot existed are not delivered. Subscriptions survive meanwhile.
+//! The slot (`FLUX_REALTIME_SLOT`, default `flux_realtime`) outlives the server, so a restart
+//! of the server or of PostgreSQL resumes after the last change handed to the dispatcher: a
+//! change is delivered once, bar the last fraction of a second before a crash. While no server
+//! reads it, the slot holds WAL back, up to the stack's `max_slot_wal_keep_size`; past that
+//! PostgreSQL gives the slot up, and the server makes a new one (and says so in its log).
+//!
+//! Memory is bounded whatever the size of a transaction: rows go to the dispatcher in batches
+//! as they arrive (PostgreSQL sends a transaction once it has committed, spilling big ones to
+//! disk on its side), and past `FLUX_REALTIME_MAX_TRANSACTION_CHANGES` rows of one transaction
+//! the rest are passed over; the subscribers of its tables get a `system` message instead.
 
 use crate::db;
+use crate::pgoutput::{self, Message, Relation};
+use crate::protocol::{self, Outgoing};
 use crate::state::State;
 use crate::time;
-use crate::wal::{self, WalChange};
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicU32, Ordering};
+use crate::wal::WalChange;
+use pgwire_replication::{Lsn, ReplicationClient, ReplicationConfig, ReplicationEvent};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
-use tokio_postgres::types::ToSql;
 
-/// Rows per poll; a transaction is never split, so a batch may be larger.
-const MAX_BATCH: i32 = 5000;
-/// Publication membership is re-read this often (wal2json's `add-tables` and the catalog).
+/// Rows handed to the dispatcher at a time.
+const MAX_BATCH: usize = 5000;
+/// Publication membership and partitions are re-read this often.
 const CATALOG_REFRESH: Duration = Duration::from_secs(5);
-/// An idle feed polls after 1 ms, backing off to this; any change resets it.
-const MAX_IDLE_SLEEP: Duration = Duration::from_millis(16);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// Flux maintenance frames the rows it moves between partitions with transactional logical
+/// messages of this prefix ('begin', 'end'): they change place, not content, and are left out.
+const MAINTENANCE_MESSAGES: &str = "flux_maintenance";
+/// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01).
+const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 
-/// Changes read by one poll, in commit order.
+/// Rows of committed transactions, in commit order.
 pub struct Batch {
     pub changes: Vec<WalChange>,
 }
-
-static SLOT_SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// Runs until shutdown, reconnecting whenever the database goes away.
 pub async fn run(
@@ -59,206 +70,285 @@ pub async fn run(
     }
 }
 
+fn db_err(what: &'static str) -> impl Fn(db::DbError) -> String {
+    // "db error" alone says nothing: the server's code and message do.
+    move |e| match e.as_db_error() {
+        Some(db) => format!("{what}: {} {}", db.code().code(), db.message()),
+        None => format!("{what}: {e}"),
+    }
+}
+
+/// Makes sure the slot exists and can be read: a slot PostgreSQL gave up (it held back more
+/// WAL than `max_slot_wal_keep_size`) is made again.
+async fn ensure_slot(client: &tokio_postgres::Client, slot: &str) -> Result<(), String> {
+    let row = client
+        .query_opt(
+            "SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .map_err(db_err("reading the slot"))?;
+    let status: Option<String> = row.as_ref().and_then(|r| r.get(0));
+    if status.as_deref() == Some("lost") {
+        log!("change feed: slot {slot} was given up by PostgreSQL (it held back too much WAL while no server read it); changes since then are not delivered; making it again");
+        client
+            .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
+            .await
+            .map_err(db_err("dropping the lost slot"))?;
+    }
+    if row.is_none() || status.as_deref() == Some("lost") {
+        client
+            .execute(
+                "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
+                &[&slot],
+            )
+            .await
+            .map_err(db_err("creating the slot"))?;
+        log!("change feed: created slot {slot}");
+    }
+    Ok(())
+}
+
+fn replication_config(state: &State) -> Result<ReplicationConfig, String> {
+    let url: tokio_postgres::Config = state
+        .config
+        .db_url
+        .parse()
+        .map_err(|e| format!("FLUX_DB_URL: {e}"))?;
+    let host = match url.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+        None => "127.0.0.1".into(),
+    };
+    let password = url
+        .get_password()
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .unwrap_or_default();
+    Ok(ReplicationConfig::new(
+        host,
+        url.get_user().unwrap_or("postgres"),
+        password,
+        url.get_dbname().unwrap_or("postgres"),
+        state.config.slot.clone(),
+        state.config.publication.clone(),
+    )
+    .with_port(url.get_ports().first().copied().unwrap_or(5432))
+    // Values come as text: in forms PostgreSQL's input functions read back exactly.
+    .with_options(
+        "-c DateStyle=ISO -c IntervalStyle=postgres -c TimeZone=UTC -c extra_float_digits=3",
+    )
+    .with_application_name("flux-realtime feed")
+    // Acknowledged positions reach the slot quickly: a crash repeats little.
+    .with_status_interval(Duration::from_millis(200))
+    .with_buffer_size(1024))
+}
+
+/// The transaction being read.
+#[derive(Default)]
+struct Transaction {
+    commit_micros: i64,
+    /// Inside a partition move of maintenance: its changes are left out.
+    moving: bool,
+    rows: usize,
+    /// Rows passed over past the per-transaction limit, by table.
+    passed_over: BTreeMap<(String, String), usize>,
+}
+
 async fn stream(
     state: &State,
     batches: &mpsc::Sender<Batch>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), String> {
-    let err = |what: &str| {
-        let what = what.to_owned();
-        // "db error" alone says nothing: the server's code and message do.
-        move |e: db::DbError| match e.as_db_error() {
-            Some(db) => format!("{what}: {} {}", db.code().code(), db.message()),
-            None => format!("{what}: {e}"),
-        }
-    };
     let client = db::connect(&state.config.db_url)
         .await
-        .map_err(err("connect"))?;
-    db::prepare_feed_session(&client)
-        .await
-        .map_err(err("preparing the session"))?;
-    let slot = format!(
-        "flux_realtime_{}_{}",
-        std::process::id(),
-        SLOT_SEQ.fetch_add(1, Ordering::Relaxed)
-    );
-    client
-        .execute(
-            "SELECT pg_create_logical_replication_slot($1, 'wal2json', true)",
-            &[&slot],
-        )
-        .await
-        .map_err(err("creating the slot"))?;
+        .map_err(db_err("connect"))?;
+    let slot = &state.config.slot;
+    ensure_slot(&client, slot).await?;
     let publication = &state.config.publication;
+    let mut repl = ReplicationClient::connect(replication_config(state)?)
+        .await
+        .map_err(|e| format!("starting replication from slot {slot}: {e}"))?;
     let catalog = db::load_catalog(&client, publication)
         .await
-        .map_err(err("reading the catalog"))?;
-    let mut add_tables = catalog.add_tables_option();
+        .map_err(db_err("reading the catalog"))?;
     log!(
-        "change feed: streaming from temporary slot {slot}, {} table(s) in publication {publication}",
+        "change feed: streaming from slot {slot}, {} table(s) in publication {publication}",
         catalog.tables.len()
     );
     state.set_catalog(catalog);
     state.feed_up.store(true, Ordering::SeqCst);
 
-    // With no table to follow, wal2json would follow all of them: filter everything instead.
-    // Rows that flux maintenance moves between partitions carry its replication origin
-    // (flux_maintenance): they change place, not content, and are left out. Without it yet
-    // (an older extension), the option is left out rather than given NULL.
-    let poll = client
-        .prepare(
-            "SELECT data FROM pg_logical_slot_get_changes($1, NULL, $2, VARIADIC ARRAY[
-                'format-version', '2', 'include-pk', '1', 'include-timestamp', '1',
-                'include-type-oids', '1', 'include-transaction', '0',
-                'add-tables', $3, 'filter-tables', CASE WHEN $3 = '' THEN '*.*' ELSE '' END]
-                || coalesce((SELECT ARRAY['filter-origins', roident::text]
-                             FROM pg_replication_origin WHERE roname = 'flux_maintenance'), '{}'))",
-        )
-        .await
-        .map_err(err("preparing the poll"))?;
-    let mut refreshed = Instant::now();
-    let mut generation = state.catalog_generation();
-    // Changes of tables in a partition schema that the catalog did not know after a reload.
+    let limit = state.config.max_transaction_changes;
+    let mut relations: HashMap<u32, Relation> = HashMap::new();
+    let mut refresh = tokio::time::interval(CATALOG_REFRESH);
+    refresh.tick().await;
+    // Partitions the catalog did not know after a reload: not reloaded for again.
     let mut unknown: HashSet<(String, String)> = HashSet::new();
-    let mut idle = Duration::from_millis(1);
+    let mut txn: Option<Transaction> = None;
+    let mut pending: Vec<WalChange> = Vec::new();
     loop {
-        if refreshed.elapsed() >= CATALOG_REFRESH {
-            let catalog = db::load_catalog(&client, publication)
-                .await
-                .map_err(err("reading the catalog"))?;
-            state.set_catalog(catalog);
-            refreshed = Instant::now();
-            unknown.clear();
-        }
-        // A join may have reloaded the catalog for a table just added to the publication:
-        // follow it from the next poll on.
-        if state.catalog_generation() != generation {
-            generation = state.catalog_generation();
-            let tables = state.catalog().add_tables_option();
-            if tables != add_tables {
-                log!(
-                    "change feed: publication {publication} now has {} table(s)",
-                    state.catalog().tables.len()
-                );
-                add_tables = tables;
+        let event = tokio::select! {
+            event = repl.recv() => event.map_err(|e| format!("replication: {e}"))?,
+            _ = refresh.tick() => {
+                let catalog = db::load_catalog(&client, publication)
+                    .await
+                    .map_err(db_err("reading the catalog"))?;
+                state.set_catalog(catalog);
+                unknown.clear();
+                continue;
             }
-        }
-        let params: [&(dyn ToSql + Sync); 3] = [&slot, &MAX_BATCH, &add_tables];
-        let rows = tokio::select! {
-            rows = client.query(&poll, &params) => rows.map_err(err("polling"))?,
-            _ = shutdown.changed() => return Ok(()),
+            _ = shutdown.changed() => {
+                let _ = repl.shutdown().await;
+                return Ok(());
+            }
         };
-        if rows.is_empty() {
-            tokio::select! {
-                _ = tokio::time::sleep(idle) => {}
-                _ = shutdown.changed() => return Ok(()),
+        let Some(event) = event else {
+            return Err("the replication stream ended".into());
+        };
+        match event {
+            ReplicationEvent::Begin {
+                commit_time_micros, ..
+            } => {
+                txn = Some(Transaction {
+                    commit_micros: commit_time_micros + PG_EPOCH_MICROS,
+                    ..Transaction::default()
+                });
             }
-            idle = (idle * 2).min(MAX_IDLE_SLEEP);
-            continue;
-        }
-        idle = Duration::from_millis(1);
-        state
-            .last_change
-            .store(time::now_micros(), Ordering::Relaxed);
-        let mut changes = Vec::with_capacity(rows.len());
-        for row in &rows {
-            match wal::parse(row.get(0)) {
-                Ok(Some(change)) => changes.push(change),
-                Ok(None) => {}
-                Err(e) => log!("change feed: skipping a message: {e}"),
-            }
-        }
-        // A partition created since the catalog was read: read it again before dispatching.
-        let catalog = state.catalog();
-        if changes.iter().any(|c| {
-            catalog.may_be_new_partition(&c.schema, &c.table)
-                && !unknown.contains(&(c.schema.clone(), c.table.clone()))
-        }) {
-            let catalog = db::load_catalog(&client, publication)
-                .await
-                .map_err(err("reading the catalog"))?;
-            for c in &changes {
-                if catalog.may_be_new_partition(&c.schema, &c.table) {
-                    unknown.insert((c.schema.clone(), c.table.clone()));
-                }
-            }
-            state.set_catalog(catalog);
-        }
-        if !changes.is_empty() && batches.send(Batch { changes }).await.is_err() {
-            return Ok(());
-        }
-    }
-}
-
-/// How often [`nudge`] runs while changes flow.
-const NUDGE_EVERY: Duration = Duration::from_secs(1);
-
-/// Keeps the slot's restart point close behind.
-///
-/// A logical slot can only move its restart point at a running-transactions WAL record, and
-/// PostgreSQL 15 writes one only every 15 s. Until then each `pg_logical_slot_get_changes` call
-/// decodes again all WAL since the last one: at 1,000 inserts/s, megabytes per poll, which
-/// caps the rate the feed can follow. Creating a logical slot writes such a record, so while
-/// changes flow this creates and drops a throw-away one every second, on its own connection
-/// (creation waits for running transactions; a timeout there is harmless: the record is
-/// already written). PostgreSQL 16 and later have `pg_log_standby_snapshot()` for this.
-pub async fn nudge(state: Arc<State>, mut shutdown: watch::Receiver<bool>) {
-    let mut ticker = tokio::time::interval(NUDGE_EVERY);
-    let mut client: Option<(tokio_postgres::Client, String)> = None;
-    let mut failing = false;
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = shutdown.changed() => return,
-        }
-        let busy = time::now_micros() - state.last_change.load(Ordering::Relaxed)
-            < 2 * NUDGE_EVERY.as_micros() as i64;
-        if !busy || !state.feed_up.load(Ordering::SeqCst) {
-            continue;
-        }
-        if client.as_ref().is_none_or(|(c, _)| c.is_closed()) {
-            client = match nudge_session(&state.config.db_url).await {
-                Ok(c) => Some(c),
-                Err(e) => {
-                    if !failing {
-                        log!("change feed: cannot open the nudge session: {e}");
+            ReplicationEvent::XLogData { data, .. } => {
+                let message = pgoutput::decode(&data).map_err(|e| format!("pgoutput: {e}"))?;
+                let Some(t) = txn.as_mut() else { continue };
+                match message {
+                    Message::Relation(r) => {
+                        let catalog = state.catalog();
+                        let key = (r.schema.clone(), r.table.clone());
+                        if catalog.may_be_new_partition(&r.schema, &r.table) && unknown.insert(key)
+                        {
+                            // A partition made since the catalog was read.
+                            let catalog = db::load_catalog(&client, publication)
+                                .await
+                                .map_err(db_err("reading the catalog"))?;
+                            state.set_catalog(catalog);
+                        }
+                        relations.insert(r.id, r);
                     }
-                    failing = true;
-                    continue;
+                    Message::Change {
+                        relation,
+                        action,
+                        new,
+                        old,
+                    } => {
+                        if t.moving {
+                            continue;
+                        }
+                        let rel = relations
+                            .get(&relation)
+                            .ok_or_else(|| format!("a change of unknown relation {relation}"))?;
+                        t.rows += 1;
+                        if t.rows > limit {
+                            *t.passed_over
+                                .entry((rel.schema.clone(), rel.table.clone()))
+                                .or_default() += 1;
+                            continue;
+                        }
+                        pending.push(WalChange {
+                            action,
+                            schema: rel.schema.clone(),
+                            table: rel.table.clone(),
+                            commit_micros: t.commit_micros,
+                            new: pgoutput::values(rel, &new),
+                            old: pgoutput::values(rel, &old),
+                        });
+                        // The transaction has committed: its rows can go before its end.
+                        if pending.len() >= MAX_BATCH {
+                            hand_over(state, batches, &mut pending).await?;
+                        }
+                    }
+                    Message::Other => {}
                 }
-            };
-        }
-        let Some((c, sql)) = &client else { continue };
-        match c.batch_execute(sql).await {
-            Ok(()) => failing = false,
-            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED) => {}
-            Err(e) => {
-                if !failing {
-                    log!("change feed: nudge failed: {e}");
-                }
-                failing = true;
             }
+            ReplicationEvent::Commit { end_lsn, .. } => {
+                hand_over(state, batches, &mut pending).await?;
+                if let Some(t) = txn.take() {
+                    if !t.passed_over.is_empty() {
+                        tell_passed_over(state, &t.passed_over, limit);
+                    }
+                }
+                repl.update_applied_lsn(end_lsn);
+            }
+            ReplicationEvent::KeepAlive { wal_end, .. } => {
+                // Between transactions everything read is handled: let the slot move on, so
+                // that it does not hold back WAL of changes to other tables.
+                if txn.is_none() && wal_end != Lsn(0) {
+                    repl.update_applied_lsn(wal_end);
+                }
+            }
+            ReplicationEvent::Message {
+                transactional: true,
+                prefix,
+                content,
+                ..
+            } if prefix == MAINTENANCE_MESSAGES => {
+                if let Some(t) = txn.as_mut() {
+                    t.moving = &content[..] == b"begin";
+                }
+            }
+            ReplicationEvent::Message { .. } | ReplicationEvent::StoppedAt { .. } => {}
         }
     }
 }
 
-/// A session for [`nudge`] and the statement it runs.
-async fn nudge_session(url: &str) -> Result<(tokio_postgres::Client, String), db::DbError> {
-    let client = db::connect(url).await?;
-    let version: i32 = client
-        .query_one("SELECT current_setting('server_version_num')::int", &[])
-        .await?
-        .get(0);
-    let sql = if version >= 160_000 {
-        "SELECT pg_log_standby_snapshot()".to_owned()
-    } else {
-        format!(
-            "SET statement_timeout = '2s'; \
-             SELECT pg_drop_replication_slot(slot_name) \
-             FROM pg_create_logical_replication_slot('flux_realtime_nudge_{}', 'test_decoding', true)",
-            std::process::id()
-        )
-    };
-    Ok((client, sql))
+async fn hand_over(
+    state: &State,
+    batches: &mpsc::Sender<Batch>,
+    pending: &mut Vec<WalChange>,
+) -> Result<(), String> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    state
+        .last_change
+        .store(time::now_micros(), Ordering::Relaxed);
+    let changes = std::mem::take(pending);
+    batches
+        .send(Batch { changes })
+        .await
+        .map_err(|_| "the dispatcher stopped".to_owned())
+}
+
+/// Tells the subscribers of each table that rows of one transaction were passed over.
+fn tell_passed_over(state: &State, passed: &BTreeMap<(String, String), usize>, limit: usize) {
+    let catalog = state.catalog();
+    let mut oids: HashMap<u32, (&str, usize)> = HashMap::new();
+    for ((schema, table), n) in passed {
+        if let Some(t) = catalog.find(schema, table) {
+            let entry = oids.entry(t.oid).or_insert((t.name.as_str(), 0));
+            entry.1 += n;
+        }
+    }
+    log!(
+        "change feed: a transaction changed more than {limit} rows; {} row(s) not delivered",
+        passed.values().sum::<usize>()
+    );
+    for sub in state.hub.snapshot().iter() {
+        let hit = sub
+            .bindings
+            .iter()
+            .flat_map(|b| &b.targets)
+            .find_map(|target| oids.get(&target.table));
+        let Some((table, n)) = hit else { continue };
+        let channel = sub.topic.strip_prefix("realtime:").unwrap_or(&sub.topic);
+        let message = format!(
+            "{n} changes to {table} of one transaction were not delivered: a transaction delivers at most {limit}"
+        );
+        sub.conn.push(protocol::encode(
+            sub.conn.vsn,
+            &Outgoing {
+                join_ref: sub.join_ref.as_deref(),
+                msg_ref: None,
+                topic: &sub.topic,
+                event: "system",
+                payload: &protocol::system_payload(false, "postgres_changes", channel, &message),
+            },
+        ));
+    }
 }

@@ -1,9 +1,9 @@
 //! flux-realtime: the realtime server of Flux.
 //!
-//! supabase-js connects to `/realtime/v1/websocket` and subscribes to `postgres_changes`; this
-//! server speaks that protocol (vsn 1.0.0 and 2.0.0), reads committed changes from a temporary
-//! wal2json slot, and delivers each to the subscribers whose filters match and whose role and
-//! JWT claims may see the row. Configuration comes from the environment (see [`state::Config`]):
+//! supabase-js connects to `/realtime/v1/websocket` and subscribes to `postgres_changes`,
+//! Broadcast and Presence; this server speaks that protocol (vsn 1.0.0 and 2.0.0), streams
+//! committed changes from a logical replication slot, and delivers each to the subscribers
+//! whose filters match and whose role and JWT claims may see the row. Configuration comes from the environment (see [`state::Config`]):
 //! `FLUX_REALTIME_LISTEN`, `FLUX_DB_URL` (a superuser), `FLUX_JWT_SECRET`.
 
 // log! and log_throttled!: one line per event; what clients cause is capped and throttled.
@@ -21,6 +21,7 @@ mod frames;
 mod hub;
 mod join;
 mod limits;
+mod pgoutput;
 mod protocol;
 mod rooms;
 mod server;
@@ -68,11 +69,10 @@ async fn serve(config: Config) -> Result<(), String> {
     );
     let state = Arc::new(State::new(config));
     let (shutdown_tx, shutdown) = watch::channel(false);
-    // Two batches in flight at most: the poller reads the next while the last is dispatched.
+    // Two batches in flight at most: the feed reads the next while the last is dispatched.
     let (batch_tx, batch_rx) = mpsc::channel(1);
     let feed = tokio::spawn(feed::run(state.clone(), batch_tx, shutdown.clone()));
     let dispatcher = tokio::spawn(dispatch::run(state.clone(), batch_rx));
-    tokio::spawn(feed::nudge(state.clone(), shutdown.clone()));
     let server = tokio::spawn(server::serve(listener, state.clone(), shutdown.clone()));
 
     let signal_name = tokio::select! {
@@ -81,7 +81,7 @@ async fn serve(config: Config) -> Result<(), String> {
     };
     log!("{signal_name}: shutting down");
     let _ = shutdown_tx.send(true);
-    // Sessions send close frames; the feed's connection ends, which drops its temporary slot.
+    // Sessions send close frames; the feed's replication connection ends (its slot stays).
     let _ = tokio::time::timeout(Duration::from_secs(3), async {
         let _ = feed.await;
         let _ = dispatcher.await;

@@ -35,6 +35,11 @@ pub struct Config {
     pub pool_size: usize,
     /// Bytes a client may have queued before it is disconnected as too slow.
     pub send_queue_bytes: usize,
+    /// `FLUX_REALTIME_SLOT` (`flux_realtime`): the permanent replication slot of the feed.
+    pub slot: String,
+    /// `FLUX_REALTIME_MAX_TRANSACTION_CHANGES` (100000): rows of one transaction delivered;
+    /// the rest are passed over with a system message.
+    pub max_transaction_changes: usize,
     pub limits: Limits,
 }
 
@@ -102,6 +107,8 @@ impl Config {
             rls_check,
             pool_size: number("FLUX_REALTIME_POOL_SIZE", 4)?,
             send_queue_bytes: number("FLUX_REALTIME_SEND_QUEUE_MB", 8)? << 20,
+            slot: var("FLUX_REALTIME_SLOT").unwrap_or_else(|| "flux_realtime".into()),
+            max_transaction_changes: number("FLUX_REALTIME_MAX_TRANSACTION_CHANGES", 100_000)?,
             limits: Limits {
                 channels: number("FLUX_REALTIME_MAX_CHANNELS", 100)?,
                 bindings: number("FLUX_REALTIME_MAX_BINDINGS", 100)?,
@@ -135,8 +142,6 @@ pub struct State {
     catalog: RwLock<Arc<Catalog>>,
     /// When a join last had the catalog reloaded.
     join_refresh: tokio::sync::Mutex<Option<Instant>>,
-    /// Bumped by every catalog reload, so the feed notices one made by a join.
-    catalog_generation: AtomicU64,
     access: Mutex<HashMap<(String, u32), Arc<Access>>>,
     /// The change feed is streaming from its slot.
     pub feed_up: AtomicBool,
@@ -166,7 +171,6 @@ impl State {
             catalog: RwLock::default(),
             join_refresh: tokio::sync::Mutex::new(None),
             client_log: flux_log::Throttle::default(),
-            catalog_generation: AtomicU64::new(0),
             access: Mutex::default(),
             feed_up: AtomicBool::new(false),
             last_change: AtomicI64::new(0),
@@ -190,11 +194,6 @@ impl State {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clear();
-        self.catalog_generation.fetch_add(1, Ordering::SeqCst);
-    }
-
-    pub fn catalog_generation(&self) -> u64 {
-        self.catalog_generation.load(Ordering::SeqCst)
     }
 
     /// Reloads the catalog through the pool, for a join naming a table or column newer than

@@ -1,6 +1,6 @@
 //! Timestamps as PostgreSQL writes them and users type them.
 //!
-//! wal2json writes `2024-01-01 12:00:00.123456+00`, `to_jsonb` writes
+//! PostgreSQL's text output writes `2024-01-01 12:00:00.123456+00`, `to_jsonb` writes
 //! `2024-01-01T12:00:00.123456+00:00`, and filters hold whatever the user wrote
 //! (`2024-01-01T12:00:00Z`, `2024-01-01`). Comparing timestamps as instants, not as strings,
 //! needs one parser for all of them. Values are microseconds since 1970-01-01 00:00:00 (UTC

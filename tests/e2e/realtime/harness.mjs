@@ -175,7 +175,7 @@ export async function waitForFeed(since, timeout = 30_000) {
     try {
       const rows = await sql(
         `SELECT count(*)::int AS n FROM pg_replication_slots s JOIN pg_stat_activity a ON a.pid = s.active_pid
-         WHERE s.slot_name LIKE 'flux_realtime_%' AND a.backend_start > $1`,
+         WHERE s.slot_name = 'flux_realtime' AND a.backend_start > $1`,
         [since],
       );
       const health = await fetch(`${env.FLUX_URL}/realtime/v1/health`);
