@@ -21,8 +21,11 @@ pub struct Timestamp {
 
 impl Timestamp {
     /// The instant; a timestamp without offset is read as UTC (the stack's `timezone`).
+    /// Saturating: the last 30 years of PostgreSQL's range (294247-294276) lie beyond i64
+    /// microseconds since 1970, and clamp to the end instead of wrapping round to the start.
     pub fn instant(self) -> i64 {
-        self.local_micros - self.offset_secs.unwrap_or(0) * MICROS_PER_SEC
+        self.local_micros
+            .saturating_sub(self.offset_secs.unwrap_or(0).saturating_mul(MICROS_PER_SEC))
     }
 }
 
@@ -232,6 +235,16 @@ mod tests {
         parse_timestamp(s)
             .unwrap_or_else(|| panic!("{s:?} rejected"))
             .instant()
+    }
+
+    #[test]
+    fn instants_near_the_end_of_time_do_not_wrap() {
+        let late = parse_timestamp("294247-01-10T04:00:54.775807-05:00").unwrap();
+        let now = parse_timestamp("2024-01-01T00:00:00Z").unwrap();
+        assert!(late.instant() > now.instant());
+        assert_eq!(late.instant(), i64::MAX);
+        let early = parse_timestamp("0001-01-01T00:00:00+14:00").unwrap();
+        assert!(early.instant() < now.instant());
     }
 
     #[test]
