@@ -33,3 +33,41 @@ ALTER TABLE flux.market_data REPLICA IDENTITY FULL;
 ALTER TABLE flux_partitions.mg_bess_readings_default REPLICA IDENTITY FULL;
 ALTER TABLE flux_partitions.mg_meter_readings_default REPLICA IDENTITY FULL;
 ALTER TABLE flux_partitions.market_data_default REPLICA IDENTITY FULL;
+
+-- Broadcast from the database: `flux.broadcast` sends a message to the realtime channel
+-- `topic` when, and only if, the calling transaction commits. It is a transactional logical
+-- message (prefix flux_broadcast) that the realtime server's change feed reads in commit order
+-- with the transaction's row changes, and relays like a broadcast from a client, with the
+-- message's `id` as `meta.id`. `private` messages reach only channels joined as private.
+-- Callable by the service role (and superusers); a trigger that broadcasts for other roles
+-- calls it from a SECURITY DEFINER function of the service role's.
+CREATE FUNCTION flux.broadcast(topic text, event text, payload jsonb DEFAULT '{}', private boolean DEFAULT false)
+RETURNS uuid
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    id uuid := gen_random_uuid();
+    message text;
+BEGIN
+    IF coalesce(topic, '') = '' OR coalesce(event, '') = '' THEN
+        RAISE EXCEPTION 'flux.broadcast needs a topic and an event' USING ERRCODE = '22023';
+    END IF;
+    IF octet_length(topic) > 255 OR octet_length(event) > 255 THEN
+        RAISE EXCEPTION 'flux.broadcast: topic and event are at most 255 bytes' USING ERRCODE = '22023';
+    END IF;
+    IF payload IS NULL OR jsonb_typeof(payload) <> 'object' THEN
+        RAISE EXCEPTION 'flux.broadcast: the payload must be a JSON object' USING ERRCODE = '22023';
+    END IF;
+    message := jsonb_build_object('topic', topic, 'event', event, 'payload', payload,
+                                  'private', coalesce(private, false), 'id', id)::text;
+    -- The realtime server's limit on a broadcast payload (FLUX_REALTIME_MAX_PAYLOAD_KB default).
+    IF octet_length(message) > 262144 THEN
+        RAISE EXCEPTION 'flux.broadcast: the message is larger than 256 kB' USING ERRCODE = '54000';
+    END IF;
+    PERFORM pg_logical_emit_message(true, 'flux_broadcast', message);
+    RETURN id;
+END
+$$;
+REVOKE ALL ON FUNCTION flux.broadcast(text, text, jsonb, boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION flux.broadcast(text, text, jsonb, boolean) TO service_role;

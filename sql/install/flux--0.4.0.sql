@@ -217,22 +217,6 @@ AS 'MODULE_PATHNAME', 'sign_jwt_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/rollups.rs:897
-CREATE SCHEMA IF NOT EXISTS flux_internal; /* flux::rollups::flux_internal */
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/rollups.rs:904
--- flux::rollups::flux_internal::rollups_current_before
-CREATE  FUNCTION flux_internal."rollups_current_before"(
-	"upper" timestamp with time zone /* TimestampWithTimeZone */
-) RETURNS bool /* bool */
-STRICT STABLE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'rollups_current_before_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
 -- src/ids.rs:8
 CREATE SCHEMA IF NOT EXISTS flux_internal; /* flux::ids::flux_internal */
 /* </end connected objects> */
@@ -433,6 +417,44 @@ ALTER TABLE flux.market_data REPLICA IDENTITY FULL;
 ALTER TABLE flux_partitions.mg_bess_readings_default REPLICA IDENTITY FULL;
 ALTER TABLE flux_partitions.mg_meter_readings_default REPLICA IDENTITY FULL;
 ALTER TABLE flux_partitions.market_data_default REPLICA IDENTITY FULL;
+
+-- Broadcast from the database: `flux.broadcast` sends a message to the realtime channel
+-- `topic` when, and only if, the calling transaction commits. It is a transactional logical
+-- message (prefix flux_broadcast) that the realtime server's change feed reads in commit order
+-- with the transaction's row changes, and relays like a broadcast from a client, with the
+-- message's `id` as `meta.id`. `private` messages reach only channels joined as private.
+-- Callable by the service role (and superusers); a trigger that broadcasts for other roles
+-- calls it from a SECURITY DEFINER function of the service role's.
+CREATE FUNCTION flux.broadcast(topic text, event text, payload jsonb DEFAULT '{}', private boolean DEFAULT false)
+RETURNS uuid
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    id uuid := gen_random_uuid();
+    message text;
+BEGIN
+    IF coalesce(topic, '') = '' OR coalesce(event, '') = '' THEN
+        RAISE EXCEPTION 'flux.broadcast needs a topic and an event' USING ERRCODE = '22023';
+    END IF;
+    IF octet_length(topic) > 255 OR octet_length(event) > 255 THEN
+        RAISE EXCEPTION 'flux.broadcast: topic and event are at most 255 bytes' USING ERRCODE = '22023';
+    END IF;
+    IF payload IS NULL OR jsonb_typeof(payload) <> 'object' THEN
+        RAISE EXCEPTION 'flux.broadcast: the payload must be a JSON object' USING ERRCODE = '22023';
+    END IF;
+    message := jsonb_build_object('topic', topic, 'event', event, 'payload', payload,
+                                  'private', coalesce(private, false), 'id', id)::text;
+    -- The realtime server's limit on a broadcast payload (FLUX_REALTIME_MAX_PAYLOAD_KB default).
+    IF octet_length(message) > 262144 THEN
+        RAISE EXCEPTION 'flux.broadcast: the message is larger than 256 kB' USING ERRCODE = '54000';
+    END IF;
+    PERFORM pg_logical_emit_message(true, 'flux_broadcast', message);
+    RETURN id;
+END
+$$;
+REVOKE ALL ON FUNCTION flux.broadcast(text, text, jsonb, boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION flux.broadcast(text, text, jsonb, boolean) TO service_role;
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -522,14 +544,24 @@ GRANT EXECUTE ON FUNCTION flux.sign_jwt(jsonb, interval) TO service_role;
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/energy.rs:793
-CREATE SCHEMA IF NOT EXISTS flux_internal; /* flux::energy::flux_internal */
+-- src/rollups.rs:897
+CREATE SCHEMA IF NOT EXISTS flux_internal; /* flux::rollups::flux_internal */
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/energy.rs:811
--- flux::energy::flux_internal::energy_metadata_error
--- Skipped due to `#[pgrx(sql = false)]`
+-- src/rollups.rs:904
+-- flux::rollups::flux_internal::rollups_current_before
+CREATE  FUNCTION flux_internal."rollups_current_before"(
+	"upper" timestamp with time zone /* TimestampWithTimeZone */
+) RETURNS bool /* bool */
+STRICT STABLE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'rollups_current_before_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/energy.rs:793
+CREATE SCHEMA IF NOT EXISTS flux_internal; /* flux::energy::flux_internal */
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -1581,6 +1613,12 @@ REVOKE ALL ON FUNCTION flux_internal.create_partition(regclass, timestamptz, boo
 -- extension, and outlive both.
 SELECT pg_replication_origin_create('flux_maintenance')
 WHERE NOT EXISTS (SELECT FROM pg_replication_origin WHERE roname = 'flux_maintenance');
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/energy.rs:811
+-- flux::energy::flux_internal::energy_metadata_error
+-- Skipped due to `#[pgrx(sql = false)]`
 /* </end connected objects> */
 
 /* <begin connected objects> */

@@ -4,7 +4,7 @@
 import { describe, test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { env, anonKey, serviceKey, mintToken, closeSql } from './lib.mjs';
+import { env, anonKey, serviceKey, mintToken, sql, service, api, closeSql } from './lib.mjs';
 import { Client, flavors } from './realtime/harness.mjs';
 
 after(closeSql);
@@ -93,16 +93,19 @@ for (const [fa, fb] of pairs) {
 }
 
 describe('broadcast: private channels and bad input', () => {
-  test('on a private channel only the service role may broadcast; others are refused', async () => {
+  test('a private channel is for the service role: others cannot join it, nor reach it over REST', async () => {
     const name = room('private');
     const service = new Client(flavors[1], anonKey, await mintToken({ role: 'service_role' }));
     const anon = new Client(flavors[1], anonKey);
     const listener = new Client(flavors[0], anonKey, await mintToken({ role: 'service_role' }));
+    const outsider = new Client(flavors[0], anonKey);
     try {
       await listener.join('l', name, { private: true });
-      await anon.join('x', name, { private: true, broadcast: { ack: true } });
+      await assert.rejects(anon.join('x', name, { private: true }), /CHANNEL_ERROR: Unauthorized: a private channel is for the service role/);
+      // A public channel of the same name hears nothing private, and its broadcasts stay public.
+      await outsider.join('y', name, { broadcast: { ack: true } });
+      assert.equal(await outsider.broadcast('y', 'open-breaker', {}), 'ok');
       await service.join('s', name, { private: true, broadcast: { ack: true } });
-      assert.equal(await anon.broadcast('x', 'open-breaker', {}), 'error');
       assert.equal(await service.broadcast('s', 'open-breaker', { ok: true }), 'ok');
       const got = await listener.waitFor((e) => e.type === 'broadcast', 'the service broadcast');
       assert.equal(got.payload.event, 'open-breaker');
@@ -116,9 +119,11 @@ describe('broadcast: private channels and bad input', () => {
       assert.equal((await post(anonKey)).status, 202);
       assert.equal((await post(serviceKey)).status, 202);
       await listener.waitFor((e) => e.type === 'broadcast' && e.payload.event === 'by-service', 'the service REST broadcast');
+      assert.deepEqual(listener.broadcasts('l').map((p) => p.payload), [{ ok: true }, {}], 'the public open-breaker never reached the private channel');
       assert.deepEqual(listener.broadcasts('l').map((p) => p.event), ['open-breaker', 'by-service']);
+      assert.deepEqual(outsider.broadcasts('y'), [], 'nothing private reached the public channel');
     } finally {
-      await Promise.all([service.close(), anon.close(), listener.close()]);
+      await Promise.all([service.close(), anon.close(), listener.close(), outsider.close()]);
     }
   });
 
@@ -144,6 +149,48 @@ describe('broadcast: private channels and bad input', () => {
     assert.equal(res.status, 429);
     res = await post('x'.repeat(2 << 20));
     assert.equal(res.status, 413);
+  });
+});
+
+describe('broadcast from the database (flux.broadcast)', () => {
+  test('delivered on commit only, to both clients, private messages to private channels only', async () => {
+    const name = room('db');
+    const a = new Client(flavors[0], anonKey);
+    const b = new Client(flavors[1], anonKey);
+    const p = new Client(flavors[1], anonKey, await mintToken({ role: 'service_role' }));
+    try {
+      await a.join('a', name, {});
+      await b.join('b', name, {});
+      await p.join('p', name, { private: true });
+      await assert.rejects(sql(`DO $$ BEGIN PERFORM flux.broadcast('${name}', 'rolled-back', '{}'); RAISE EXCEPTION 'roll back'; END $$`), /roll back/);
+      const [{ id }] = await sql('SELECT flux.broadcast($1, $2, $3) AS id', [name, 'alarm', { level: 2, device: 'BESS-01' }]);
+      const [{ id: secret }] = await sql('SELECT flux.broadcast($1, $2, $3, true) AS id', [name, 'setpoint', { kw: -40 }]);
+      for (const [c, id0] of [[a, 'a'], [b, 'b']]) {
+        const got = await c.waitFor((e) => e.type === 'broadcast' && e.id === id0, 'the database broadcast');
+        assert.deepEqual(got.payload, { type: 'broadcast', event: 'alarm', payload: { level: 2, device: 'BESS-01' }, meta: { id } });
+      }
+      const got = await p.waitFor((e) => e.type === 'broadcast' && e.id === 'p', 'the private database broadcast');
+      assert.deepEqual(got.payload, { type: 'broadcast', event: 'setpoint', payload: { kw: -40 }, meta: { id: secret } });
+      await new Promise((r) => setTimeout(r, 500));
+      assert.deepEqual(a.broadcasts('a').map((x) => x.event), ['alarm'], 'no rolled-back or private message reached a public channel');
+      assert.deepEqual(b.broadcasts('b').map((x) => x.event), ['alarm']);
+      assert.deepEqual(p.broadcasts('p').map((x) => x.event), ['setpoint']);
+    } finally {
+      await Promise.all([a.close(), b.close(), p.close()]);
+    }
+  });
+
+  test('bad arguments are 22023/54000; only the service role may call it', async () => {
+    for (const [args, code] of [[["''", "'e'"], '22023'], [["'t'", "NULL"], '22023'], [["'t'", "'e'", "'[1]'"], '22023'],
+      [["'t'", "'e'", "jsonb_build_object('blob', repeat('x', 300000))"], '54000'], [[`'${'t'.repeat(256)}'`, "'e'"], '22023']]) {
+      await assert.rejects(sql(`SELECT flux.broadcast(${args.join(', ')})`), (e) => e.code === code, args.join(', '));
+    }
+    const anon = await api('/rpc/broadcast', { method: 'POST', body: { topic: 't', event: 'e' } });
+    assert.equal(anon.status, 401);
+    assert.equal(anon.body.code, '42501');
+    const ok = await service('/rpc/broadcast', { method: 'POST', body: { topic: room('rpc'), event: 'e', payload: { a: 1 } } });
+    assert.equal(ok.status, 200);
+    assert.match(ok.body, /^[0-9a-f-]{36}$/);
   });
 });
 

@@ -34,6 +34,19 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// Flux maintenance frames the rows it moves between partitions with transactional logical
 /// messages of this prefix ('begin', 'end'): they change place, not content, and are left out.
 const MAINTENANCE_MESSAGES: &str = "flux_maintenance";
+/// `flux.broadcast` sends its messages as transactional logical messages of this prefix.
+const BROADCAST_MESSAGES: &str = "flux_broadcast";
+
+/// A `flux.broadcast` message.
+#[derive(serde::Deserialize)]
+struct DbBroadcast {
+    topic: String,
+    event: String,
+    payload: Box<serde_json::value::RawValue>,
+    private: bool,
+    id: String,
+}
+
 /// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01).
 const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 
@@ -290,6 +303,31 @@ async fn stream(
             } if prefix == MAINTENANCE_MESSAGES => {
                 if let Some(t) = txn.as_mut() {
                     t.moving = &content[..] == b"begin";
+                }
+            }
+            ReplicationEvent::Message {
+                transactional: true,
+                prefix,
+                content,
+                ..
+            } if prefix == BROADCAST_MESSAGES => {
+                // Sent when its transaction has committed: relayed now, in commit order.
+                match serde_json::from_slice::<DbBroadcast>(&content) {
+                    Ok(b) if b.payload.get().len() <= state.config.limits.payload_bytes => {
+                        hand_over(state, batches, &mut pending).await?;
+                        state.broadcast_from_server(
+                            &b.topic,
+                            &b.event,
+                            b.payload.get(),
+                            Some(&b.id),
+                            b.private,
+                        );
+                    }
+                    Ok(b) => log!(
+                        "change feed: a flux.broadcast to {} is over the payload limit; not sent",
+                        flux_log::cap(&b.topic, 120)
+                    ),
+                    Err(e) => log!("change feed: an unreadable flux.broadcast message: {e}"),
                 }
             }
             ReplicationEvent::Message { .. } | ReplicationEvent::StoppedAt { .. } => {}

@@ -16,6 +16,8 @@ pub struct Member {
     pub join_ref: Option<String>,
     /// The role of the channel's token, for the event ceilings.
     pub role: String,
+    /// `config.private`: the channel hears private messages only, a public one public only.
+    pub private: bool,
     /// `config.broadcast.self`: the sender receives its own broadcasts.
     pub receive_own: bool,
     /// `config.presence.key`, or one the server made.
@@ -28,6 +30,7 @@ impl Member {
         conn: Arc<ConnHandle>,
         join_ref: Option<String>,
         role: String,
+        private: bool,
         receive_own: bool,
         presence_key: String,
     ) -> Member {
@@ -35,6 +38,7 @@ impl Member {
             conn,
             join_ref,
             role,
+            private,
             receive_own,
             presence_key,
             presence: None,
@@ -120,12 +124,14 @@ impl Rooms {
         }
     }
 
-    /// Sends a broadcast to every member of the topic but the sender (unless it asked for its
-    /// own) that `admit` lets through (the event ceilings); returns how many got it.
+    /// Sends a broadcast to every member of the topic joined as private as the message is,
+    /// but the sender (unless it asked for its own), that `admit` lets through (the event
+    /// ceilings); returns how many got it.
     pub fn broadcast(
         &self,
         topic: &str,
         from: Option<u64>,
+        private: bool,
         message: &Message,
         admit: &dyn Fn(&Member) -> bool,
     ) -> usize {
@@ -136,7 +142,10 @@ impl Rooms {
         let mut frames = Frames::new(topic, message);
         let mut delivered = 0;
         for member in room.values() {
-            if Some(member.conn.id) == from && !member.receive_own || !admit(member) {
+            if member.private != private
+                || Some(member.conn.id) == from && !member.receive_own
+                || !admit(member)
+            {
                 continue;
             }
             if frames.send(&member.conn) {
@@ -360,7 +369,7 @@ mod tests {
     }
 
     fn member(conn: Arc<ConnHandle>, receive_own: bool, key: &str) -> Member {
-        Member::new(conn, None, "anon".into(), receive_own, key.into())
+        Member::new(conn, None, "anon".into(), false, receive_own, key.into())
     }
 
     fn texts(rx: &mut UnboundedReceiver<Out>) -> Vec<Value> {
@@ -384,7 +393,13 @@ mod tests {
         rooms.join("realtime:other", member(c, false, "c"));
         let payload = r#"{"type":"broadcast","event":"cursor","payload":{"x":1}}"#;
         assert_eq!(
-            rooms.broadcast("realtime:room", Some(2), &Message::Text(payload), &|_| true),
+            rooms.broadcast(
+                "realtime:room",
+                Some(2),
+                false,
+                &Message::Text(payload),
+                &|_| true
+            ),
             2
         );
         let p: Value = serde_json::from_str(payload).unwrap();
@@ -401,10 +416,60 @@ mod tests {
         assert!(texts(&mut rc).is_empty(), "another topic hears nothing");
         // Without `self`, the sender is left out.
         assert_eq!(
-            rooms.broadcast("realtime:room", Some(1), &Message::Text(payload), &|_| true),
+            rooms.broadcast(
+                "realtime:room",
+                Some(1),
+                false,
+                &Message::Text(payload),
+                &|_| true
+            ),
             1
         );
         assert!(texts(&mut ra).is_empty());
+    }
+
+    #[test]
+    fn private_messages_reach_private_channels_only_and_public_ones_public_only() {
+        let rooms = Rooms::default();
+        let (public, mut r_public) = conn(1, Vsn::V2);
+        let (private, mut r_private) = conn(2, Vsn::V2);
+        rooms.join("realtime:site", member(public, false, "a"));
+        rooms.join(
+            "realtime:site",
+            Member::new(
+                private,
+                None,
+                "service_role".into(),
+                true,
+                false,
+                "b".into(),
+            ),
+        );
+        let payload = r#"{"type":"broadcast","event":"e","payload":{}}"#;
+        assert_eq!(
+            rooms.broadcast(
+                "realtime:site",
+                None,
+                true,
+                &Message::Text(payload),
+                &|_| true
+            ),
+            1
+        );
+        assert!(texts(&mut r_public).is_empty());
+        assert_eq!(texts(&mut r_private).len(), 1);
+        assert_eq!(
+            rooms.broadcast(
+                "realtime:site",
+                None,
+                false,
+                &Message::Text(payload),
+                &|_| true
+            ),
+            1
+        );
+        assert_eq!(texts(&mut r_public).len(), 1);
+        assert!(texts(&mut r_private).is_empty());
     }
 
     #[test]
@@ -420,7 +485,7 @@ mod tests {
             payload: br#"{"v":2}"#,
         };
         assert_eq!(
-            rooms.broadcast("realtime:t", None, &json_push, &|_| true),
+            rooms.broadcast("realtime:t", None, false, &json_push, &|_| true),
             2
         );
         assert_eq!(
@@ -437,7 +502,10 @@ mod tests {
             encoding: Encoding::Binary,
             payload: &[1, 2, 3],
         };
-        assert_eq!(rooms.broadcast("realtime:t", None, &raw, &|_| true), 1);
+        assert_eq!(
+            rooms.broadcast("realtime:t", None, false, &raw, &|_| true),
+            1
+        );
         assert!(texts(&mut ra).is_empty());
         assert_eq!(texts(&mut rb).len(), 1);
     }

@@ -5,7 +5,6 @@ use crate::auth;
 use crate::hub::ConnHandle;
 use crate::limits::Refusal;
 use crate::protocol::Vsn;
-use crate::rooms::Message as RoomMessage;
 use crate::session;
 use crate::state::State;
 use crate::time;
@@ -283,25 +282,13 @@ async fn rest_broadcast(req: Request<Incoming>, state: &State) -> Reply {
         if m.private && auth.role != "service_role" {
             continue;
         }
-        let mut payload = format!(
-            "{{\"type\":\"broadcast\",\"event\":{},\"payload\":{}",
-            serde_json::Value::from(m.event),
-            m.payload.get()
+        state.broadcast_from_server(
+            &m.topic,
+            &m.event,
+            m.payload.get(),
+            m.id.as_deref(),
+            m.private,
         );
-        if let Some(id) = m.id {
-            payload.push_str(&format!(
-                ",\"meta\":{{\"id\":{}}}",
-                serde_json::Value::from(id)
-            ));
-        }
-        payload.push('}');
-        let topic = format!("realtime:{}", m.topic);
-        let admit = |m: &crate::rooms::Member| {
-            state.admit_event(&m.role, &m.conn, &topic, m.join_ref.as_deref())
-        };
-        state
-            .rooms
-            .broadcast(&topic, None, &RoomMessage::Text(&payload), &admit);
     }
     let mut res = Response::new(Full::new(Bytes::new()));
     *res.status_mut() = StatusCode::ACCEPTED;

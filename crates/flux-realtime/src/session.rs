@@ -42,8 +42,7 @@ struct Joined {
     auth: Arc<Auth>,
     /// `config.broadcast.ack`: broadcasts are answered.
     ack: bool,
-    /// `config.private`: only the service role may broadcast or track presence (row-level
-    /// authorisation of private channels is not built yet).
+    /// `config.private` (joined by the service role only).
     private: bool,
     presence_calls: Bucket,
 }
@@ -328,6 +327,13 @@ impl Session {
             ),
             None => self.apikey.clone(),
         };
+        if request.private && auth.role != "service_role" {
+            // What a private channel carries is for those its policies admit; until row-level
+            // authorisation of private channels exists, that is the service role alone.
+            return Err(JoinError(
+                "Unauthorized: a private channel is for the service role (row-level authorisation of private channels is not built yet)".into(),
+            ));
+        }
         let now = time::now_micros() / 1_000_000;
         if auth.exp <= now {
             // The connection's api key has expired: it opens no more channels.
@@ -402,6 +408,7 @@ impl Session {
                 self.conn.clone(),
                 msg.join_ref.clone(),
                 auth.role.clone(),
+                request.private,
                 request.broadcast_self,
                 presence_key,
             ),
@@ -498,12 +505,6 @@ impl Session {
             );
         }
         self.send(join_ref, join_ref, topic, "phx_close", "{}");
-    }
-
-    /// Whether this channel may send broadcasts and presence: public channels always;
-    /// private ones only for the service role.
-    fn may_send(joined: &Joined) -> bool {
-        !joined.private || joined.auth.role == "service_role"
     }
 
     /// A broadcast push (text, either vsn): relayed to the topic's other members.
@@ -605,19 +606,12 @@ impl Session {
         if size > limits.payload_bytes {
             return answer(self, false, r#"{"error":"payload_size_exceeded"}"#);
         }
-        if !Self::may_send(joined) {
-            // Supabase drops what an unauthorised sender broadcasts on a private channel.
-            return answer(
-                self,
-                false,
-                &protocol::reason("Unauthorized: private channel"),
-            );
-        }
+        let private = joined.private;
         let state = &self.state;
         let admit = |m: &Member| state.admit_event(&m.role, &m.conn, topic, m.join_ref.as_deref());
         state
             .rooms
-            .broadcast(topic, Some(self.conn.id), message, &admit);
+            .broadcast(topic, Some(self.conn.id), private, message, &admit);
         answer(self, true, "{}");
     }
 
@@ -628,9 +622,6 @@ impl Session {
         };
         if !joined.presence_calls.take(Instant::now()) {
             return self.close_channel(&msg.topic, Some("Client presence rate limit exceeded"));
-        }
-        if !Self::may_send(joined) {
-            return self.reply(msg, false, "{}");
         }
         let event = msg
             .payload

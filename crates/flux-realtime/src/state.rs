@@ -5,7 +5,7 @@ use crate::db::{self, Access, DbError, Pool};
 use crate::hub::{ConnHandle, Hub};
 use crate::limits::{self, Connections, EventRates};
 use crate::protocol;
-use crate::rooms::Rooms;
+use crate::rooms::{Member, Message as RoomMessage, Rooms};
 use crate::time;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
@@ -268,6 +268,33 @@ impl State {
             ));
         }
         false
+    }
+
+    /// Relays a broadcast of the REST endpoint or the database to the channel `topic` (without
+    /// `realtime:`), in the shape Supabase gives them: `{type, event, payload, meta: {id}}`.
+    pub fn broadcast_from_server(
+        &self,
+        topic: &str,
+        event: &str,
+        payload: &str,
+        id: Option<&str>,
+        private: bool,
+    ) {
+        let mut message = format!(
+            "{{\"type\":\"broadcast\",\"event\":{},\"payload\":{payload}",
+            serde_json::Value::from(event)
+        );
+        if let Some(id) = id {
+            message.push_str(&format!(
+                ",\"meta\":{{\"id\":{}}}",
+                serde_json::Value::from(id)
+            ));
+        }
+        message.push('}');
+        let topic = format!("realtime:{topic}");
+        let admit = |m: &Member| self.admit_event(&m.role, &m.conn, &topic, m.join_ref.as_deref());
+        self.rooms
+            .broadcast(&topic, None, private, &RoomMessage::Text(&message), &admit);
     }
 
     pub fn next_conn_id(&self) -> u64 {
