@@ -4,8 +4,9 @@
 // Serial: it loads the database and kills the stack's realtime server.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -128,5 +129,50 @@ test('kill -9 of the realtime server mid-stream: clients reconnect and nothing i
     await writer;
     raw.close();
     await js.close();
+  }
+});
+
+/** A second realtime server on the stack's database whose feed cannot start: the stack's server holds its slot. */
+async function serverWithoutFeed() {
+  const port = await new Promise((resolve) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const { port: p } = s.address();
+      s.close(() => resolve(p));
+    });
+  });
+  const server = spawn(join(home, 'bin', 'flux-realtime'), [], {
+    env: { ...process.env, FLUX_REALTIME_LISTEN: `127.0.0.1:${port}`, FLUX_DB_URL: env.FLUX_DB_URL, FLUX_JWT_SECRET: env.FLUX_JWT_SECRET, FLUX_REALTIME_SLOT: 'flux_realtime' },
+    stdio: 'ignore',
+  });
+  for (const deadline = Date.now() + 10_000; ; await sleep(100)) {
+    const res = await fetch(`http://127.0.0.1:${port}/health`).catch(() => null);
+    if (res?.status === 503) break; // listening, feed down
+    assert.ok(Date.now() < deadline, 'the second server did not start');
+  }
+  return { url: `http://127.0.0.1:${port}`, stop: () => server.kill('SIGTERM') };
+}
+
+test('postgres_changes_options.wait: SUBSCRIBED once changes flow, or PostgresChangesSubscribeTimeout', async () => {
+  const device = await registerDevice({ type: 'bess' });
+  const bindings = [{ event: 'INSERT', schema: 'flux', table: 'mg_bess_readings', filter: `device_id=eq.${device.id}` }];
+  const wait = { postgres_changes_options: { wait: true, timeout: 1000 } };
+  // The stack's server streams: the wait ends at once, and changes arrive.
+  const ok = new Client(flavors[1], anonKey);
+  const second = await serverWithoutFeed();
+  const stalled = new Client(flavors[1], anonKey, undefined, second.url);
+  const plain = new Client(flavors[1], anonKey, undefined, second.url);
+  try {
+    await ok.join('w', `wait-${device.id.slice(0, 8)}`, wait, bindings);
+    await service('/mg_bess_readings', { method: 'POST', body: { device_id: device.id, time: new Date().toISOString(), soe: 50 } });
+    await ok.waitFor((e) => e.type === 'change' && e.id === 'w', 'the change');
+    // A server whose feed is down: with wait, the join is refused after the timeout...
+    const started = Date.now();
+    await assert.rejects(stalled.join('s', 'wait-stalled', wait, bindings), /CHANNEL_ERROR: PostgresChangesSubscribeTimeout: the change feed did not stream within 1000 ms/);
+    assert.ok(Date.now() - started >= 1000);
+    // ...without it, it is accepted at once, as Supabase does.
+    await plain.join('p', 'wait-plain', {}, bindings);
+  } finally {
+    await Promise.all([ok.close(), stalled.close(), plain.close()]);
+    second.stop();
   }
 });

@@ -10,6 +10,7 @@ use crate::catalog::Catalog;
 use crate::filter::{Compiled, FilterSpec};
 use crate::wal::Action;
 use serde_json::{Map, Value};
+use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventKind {
@@ -76,7 +77,15 @@ pub struct JoinRequest {
     pub presence_enabled: bool,
     /// `config.private`.
     pub private: bool,
+    /// `config.postgres_changes_options` `{wait: true, timeout}` (supabase-js ≥ 2.11x): hold the
+    /// reply until the change feed streams, at most this long (already clamped).
+    pub wait_for_changes: Option<Duration>,
 }
+
+/// How long a join with `postgres_changes_options.wait` waits by default, and at most
+/// (Supabase's defaults: 15 s, clamped to 20 s).
+pub const DEFAULT_CHANGES_WAIT: Duration = Duration::from_secs(15);
+pub const MAX_CHANGES_WAIT: Duration = Duration::from_secs(20);
 
 /// A join refused; the text becomes the reply's `reason`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,7 +166,35 @@ pub fn parse(payload: &Value) -> Result<JoinRequest, JoinError> {
         presence_key,
         presence_enabled: flag(presence, "enabled", "config.presence.enabled")?,
         private: flag(config, "private", "config.private")?,
+        wait_for_changes: changes_wait(section("postgres_changes_options")?)
+            .map_err(|m| bad(&m))?,
     })
+}
+
+/// `postgres_changes_options`: `wait` (boolean) and `timeout` (milliseconds).
+fn changes_wait(options: &Map<String, Value>) -> Result<Option<Duration>, String> {
+    match options.get("wait") {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => return Ok(None),
+        Some(Value::Bool(true)) => {}
+        Some(_) => return Err("config.postgres_changes_options.wait must be true or false".into()),
+    }
+    let wait = match options.get("timeout") {
+        None | Some(Value::Null) => DEFAULT_CHANGES_WAIT,
+        Some(Value::Number(n)) => match n.as_f64() {
+            Some(ms) if ms > 0.0 && ms.is_finite() => Duration::from_secs_f64(ms.min(1e9) / 1000.0),
+            _ => return Err(
+                "config.postgres_changes_options.timeout must be a positive number of milliseconds"
+                    .into(),
+            ),
+        },
+        Some(_) => {
+            return Err(
+                "config.postgres_changes_options.timeout must be a positive number of milliseconds"
+                    .into(),
+            )
+        }
+    };
+    Ok(Some(wait.min(MAX_CHANGES_WAIT)))
 }
 
 fn text_field<'a>(
@@ -365,6 +402,42 @@ mod tests {
                 err.0
             );
         }
+    }
+
+    #[test]
+    fn the_wait_option_is_read_and_clamped() {
+        let wait = |options: Value| {
+            parse(&json!({"config": {"postgres_changes_options": options}}))
+                .map(|r| r.wait_for_changes)
+        };
+        assert_eq!(wait(json!({})).unwrap(), None);
+        assert_eq!(wait(json!({"wait": false, "timeout": 5})).unwrap(), None);
+        assert_eq!(
+            wait(json!({"wait": true})).unwrap(),
+            Some(DEFAULT_CHANGES_WAIT)
+        );
+        assert_eq!(
+            wait(json!({"wait": true, "timeout": 1500})).unwrap(),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(
+            wait(json!({"wait": true, "timeout": 1e12})).unwrap(),
+            Some(MAX_CHANGES_WAIT)
+        );
+        for bad in [
+            json!({"wait": "yes"}),
+            json!({"wait": true, "timeout": -1}),
+            json!({"wait": true, "timeout": "5"}),
+        ] {
+            assert!(
+                wait(bad.clone())
+                    .unwrap_err()
+                    .0
+                    .starts_with("InvalidJoinPayload: config.postgres_changes_options"),
+                "{bad}"
+            );
+        }
+        assert!(parse(&json!({"config": {"postgres_changes_options": 3}})).is_err());
     }
 
     #[test]

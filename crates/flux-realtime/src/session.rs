@@ -358,6 +358,19 @@ impl Session {
             }
         }
         let (bindings, echo) = resolved?;
+        if let (Some(wait), false) = (request.wait_for_changes, bindings.is_empty()) {
+            // `postgres_changes_options.wait`: reply once changes can flow, or refuse.
+            let deadline = Instant::now() + wait;
+            while !self.state.feed_up.load(Ordering::SeqCst) {
+                if Instant::now() >= deadline {
+                    return Err(JoinError(format!(
+                        "PostgresChangesSubscribeTimeout: the change feed did not stream within {} ms",
+                        wait.as_millis()
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
         let count = bindings.len();
         let limit = self.state.config.limits.bindings;
         let held: usize = self

@@ -9,7 +9,7 @@
 //       -> {"type":"status","id":"c1","status":"SUBSCRIBED"|"CHANNEL_ERROR"|...,"error":...}
 //       -> {"type":"change","id":"c1","binding":0,"payload":{...}} per delivered change
 //       -> {"type":"system","id":"c1","payload":{...}} per system message
-//   {"cmd":"join","id":"c2","channel":"room","config":{broadcast,presence,private}}
+//   {"cmd":"join","id":"c2","channel":"room","config":{broadcast,presence,private,...},"bindings":[...]}
 //       -> {"type":"status",...}; {"type":"broadcast","id":"c2","payload":{type,event,payload}} per
 //          broadcast; {"type":"presence","id":"c2","event":"sync"|"join"|"leave","key","state"}
 //   {"cmd":"send","id":"c2","req":"s1","event":"e","payload":{...}} -> {"type":"sent","req":"s1","result":"ok"|...}
@@ -47,8 +47,11 @@ const commands = {
     channels.set(id, ch);
     ch.subscribe((status, error) => emit({ type: 'status', id, status, error: error ? String(error.message ?? error) : null }));
   },
-  join({ id, channel, config }) {
+  join({ id, channel, config, bindings = [] }) {
     const ch = supabase.channel(channel, { config });
+    bindings.forEach((binding, index) => {
+      ch.on('postgres_changes', binding, (payload) => emit({ type: 'change', id, binding: index, payload }));
+    });
     ch.on('broadcast', { event: '*' }, (payload) => emit({ type: 'broadcast', id, payload }));
     for (const event of ['sync', 'join', 'leave']) {
       ch.on('presence', { event }, (p) => emit({ type: 'presence', id, event, key: p?.key ?? null, state: ch.presenceState() }));

@@ -21,7 +21,7 @@ export const flavors = [
 
 /** One supabase-js client (createClient(FLUX_URL, key, { db: { schema: 'flux' } })). */
 export class Client {
-  constructor(flavor, key, accessToken) {
+  constructor(flavor, key, accessToken, url = env.FLUX_URL) {
     if (!existsSync(flavor.node)) {
       throw new Error(`${flavor.name} needs ${flavor.node} (./flux up fetches it; or set FLUX_NODE22)`);
     }
@@ -29,7 +29,7 @@ export class Client {
     this.events = [];
     this.waiters = new Set();
     this.nextReq = 0;
-    const args = [join(here, 'client.mjs'), flavor.pkg, env.FLUX_URL, key, ...(accessToken ? [accessToken] : [])];
+    const args = [join(here, 'client.mjs'), flavor.pkg, url, key, ...(accessToken ? [accessToken] : [])];
     this.proc = spawn(flavor.node, args, { stdio: ['pipe', 'pipe', 'inherit'] });
     this.exited = new Promise((resolve) => this.proc.on('exit', resolve));
     createInterface({ input: this.proc.stdout }).on('line', (line) => {
@@ -80,9 +80,10 @@ export class Client {
     }
   }
 
-  /** Joins a channel with this config (broadcast, presence, private) and waits for SUBSCRIBED. */
-  async join(id, channel, config = {}) {
-    this.send({ cmd: 'join', id, channel, config });
+  /** Joins a channel with this config (broadcast, presence, private, …) and `postgres_changes`
+   * bindings, and waits for SUBSCRIBED. */
+  async join(id, channel, config = {}, bindings = []) {
+    this.send({ cmd: 'join', id, channel, config, bindings });
     const status = await this.waitFor((e) => e.type === 'status' && e.id === id && e.status !== 'TIMED_OUT', `status of ${id}`, 25_000);
     if (status.status !== 'SUBSCRIBED') throw new Error(`${this.name}: ${id} got ${status.status}: ${status.error}`);
   }
