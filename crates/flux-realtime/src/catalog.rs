@@ -13,6 +13,8 @@ pub struct Column {
     pub sql_type: String,
     pub attnum: i16,
     pub kind: Kind,
+    /// Its collation orders text byte by byte (C, POSIX, C.UTF-8; or it has none).
+    pub byte_ordered: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -123,6 +125,7 @@ pub mod fixtures {
             sql_type: typname.into(),
             attnum,
             kind: Kind::of(typname),
+            byte_ordered: true,
         }
     }
 

@@ -175,7 +175,7 @@ mod tests {
                             table
                                 .columns
                                 .iter()
-                                .map(|c| (c.name.as_str(), c.typname.as_str())),
+                                .map(|c| (c.name.as_str(), c.typname.as_str(), c.byte_ordered)),
                         )
                         .unwrap()
                 }),

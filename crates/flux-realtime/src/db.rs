@@ -107,7 +107,7 @@ WITH published AS (
 )
 SELECT c.oid, n.nspname::text, c.relname::text, c.relrowsecurity,
        cols.names, cols.types, cols.sql_types, cols.nums,
-       coalesce(pk.names, '{}'), leaves.schemas, leaves.names
+       coalesce(pk.names, '{}'), leaves.schemas, leaves.names, cols.byte_ordered
 FROM published p
 JOIN pg_class c ON c.oid = p.oid
 JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -115,7 +115,16 @@ CROSS JOIN LATERAL (
     SELECT array_agg(a.attname::text ORDER BY a.attnum) AS names,
            array_agg(t.typname::text ORDER BY a.attnum) AS types,
            array_agg(format_type(a.atttypid, a.atttypmod) ORDER BY a.attnum) AS sql_types,
-           array_agg(a.attnum ORDER BY a.attnum) AS nums
+           array_agg(a.attnum ORDER BY a.attnum) AS nums,
+           -- Whether the column's collation orders text byte by byte (C, POSIX, C.UTF-8), as
+           -- the server's own filter comparisons do.
+           array_agg(a.attcollation = 0 OR coalesce((
+               SELECT CASE WHEN co.collname = 'default'
+                           THEN d.datlocprovider = 'c' AND d.datcollate IN ('C', 'POSIX', 'C.UTF-8', 'C.utf8')
+                           ELSE co.collprovider = 'c' AND co.collcollate IN ('C', 'POSIX', 'C.UTF-8', 'C.utf8') END
+               FROM pg_collation co, pg_database d
+               WHERE co.oid = a.attcollation AND d.datname = current_database()), false)
+               ORDER BY a.attnum) AS byte_ordered
     FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
     WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
 ) cols
@@ -148,18 +157,23 @@ pub async fn load_catalog(client: &Client, publication: &str) -> Result<Catalog,
         let pk_names: Vec<String> = r.get(8);
         let leaf_schemas: Vec<String> = r.get(9);
         let leaf_names: Vec<String> = r.get(10);
+        let byte_ordered: Vec<bool> = r.get(11);
         let columns: Vec<Column> = names
             .into_iter()
             .zip(types)
             .zip(sql_types)
             .zip(nums)
-            .map(|(((name, typname), sql_type), attnum)| Column {
-                kind: Kind::of(&typname),
-                name,
-                typname,
-                sql_type,
-                attnum,
-            })
+            .zip(byte_ordered)
+            .map(
+                |((((name, typname), sql_type), attnum), byte_ordered)| Column {
+                    kind: Kind::of(&typname),
+                    name,
+                    typname,
+                    sql_type,
+                    attnum,
+                    byte_ordered,
+                },
+            )
             .collect();
         let pk = pk_names
             .iter()

@@ -92,7 +92,7 @@ impl Kind {
             "timestamptz" => Kind::Timestamptz,
             "timestamp" => Kind::Timestamp,
             "date" => Kind::Date,
-            "text" | "varchar" | "bpchar" | "name" | "citext" | "char" => Kind::Text,
+            "text" | "varchar" | "name" | "char" => Kind::Text,
             _ => Kind::Other,
         }
     }
@@ -365,16 +365,31 @@ impl FilterSpec {
     /// Types the filter for a table: `columns` are (name, typname) in table order.
     pub fn compile<'a>(
         &self,
-        columns: impl IntoIterator<Item = (&'a str, &'a str)>,
+        columns: impl IntoIterator<Item = (&'a str, &'a str, bool)>,
     ) -> Result<Compiled, FilterError> {
-        let Some((index, (_, typname))) = columns
+        let Some((index, (_, typname, byte_ordered))) = columns
             .into_iter()
             .enumerate()
-            .find(|(_, (name, _))| *name == self.column)
+            .find(|(_, (name, _, _))| *name == self.column)
         else {
             return err(format!("column {:?} does not exist", self.column));
         };
+        // Text compares byte by byte here, as PostgreSQL does under C collations; columns whose
+        // comparisons differ are refused rather than answered differently from PostgreSQL.
+        if matches!(typname, "citext" | "bpchar") {
+            return err(format!(
+                "filters on column {:?} of type {typname} are not supported (it does not compare as its text does)",
+                self.column
+            ));
+        }
         let kind = Kind::of(typname);
+        if kind == Kind::Text && self.op.ordering() && !byte_ordered {
+            return err(format!(
+                "operator {} is not supported on column {:?}: its collation does not order text byte by byte; use eq, neq or in",
+                self.op.name(),
+                self.column
+            ));
+        }
         if self.op.ordering() && kind == Kind::Other {
             return err(format!(
                 "operator {} is not supported on column {:?} of type {typname}",
@@ -504,7 +519,33 @@ mod tests {
     ];
 
     fn compile(filter: &str) -> Result<Compiled, FilterError> {
-        FilterSpec::parse(filter)?.compile(COLUMNS.iter().copied())
+        FilterSpec::parse(filter)?.compile(COLUMNS.iter().map(|&(n, t)| (n, t, true)))
+    }
+
+    #[test]
+    fn what_would_compare_unlike_postgresql_is_refused() {
+        let collated = [
+            ("name", "text", false),
+            ("code", "bpchar", true),
+            ("email", "citext", true),
+        ];
+        let compile = |f: &str| {
+            FilterSpec::parse(f)
+                .unwrap()
+                .compile(collated.iter().copied())
+        };
+        assert!(
+            compile("name=eq.x").is_ok(),
+            "equality does not depend on a deterministic collation"
+        );
+        assert!(compile("name=in.(x,y)").is_ok());
+        let e = compile("name=lt.m").unwrap_err().0;
+        assert!(
+            e.contains("collation does not order text byte by byte"),
+            "{e}"
+        );
+        assert!(compile("code=eq.x").unwrap_err().0.contains("type bpchar"));
+        assert!(compile("email=eq.x").unwrap_err().0.contains("type citext"));
     }
 
     fn check(filter: &str, raw: &str) -> bool {

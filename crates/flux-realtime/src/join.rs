@@ -258,7 +258,7 @@ pub fn resolve(
                         f.compile(
                             t.columns
                                 .iter()
-                                .map(|c| (c.name.as_str(), c.typname.as_str())),
+                                .map(|c| (c.name.as_str(), c.typname.as_str(), c.byte_ordered)),
                         )
                         .map_err(|e| {
                             JoinError::new(
