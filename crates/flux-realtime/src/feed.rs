@@ -17,7 +17,6 @@ use crate::db;
 use crate::pgoutput::{self, Message, Relation};
 use crate::protocol::{self, Outgoing};
 use crate::state::State;
-use crate::time;
 use crate::wal::WalChange;
 use pgwire_replication::{Lsn, ReplicationClient, ReplicationConfig, ReplicationEvent};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -273,14 +272,14 @@ async fn stream(
                         });
                         // The transaction has committed: its rows can go before its end.
                         if pending.len() >= MAX_BATCH {
-                            hand_over(state, batches, &mut pending).await?;
+                            hand_over(batches, &mut pending).await?;
                         }
                     }
                     Message::Other => {}
                 }
             }
             ReplicationEvent::Commit { end_lsn, .. } => {
-                hand_over(state, batches, &mut pending).await?;
+                hand_over(batches, &mut pending).await?;
                 if let Some(t) = txn.take() {
                     if !t.passed_over.is_empty() {
                         tell_passed_over(state, &t.passed_over, limit);
@@ -314,7 +313,7 @@ async fn stream(
                 // Sent when its transaction has committed: relayed now, in commit order.
                 match serde_json::from_slice::<DbBroadcast>(&content) {
                     Ok(b) if b.payload.get().len() <= state.config.limits.payload_bytes => {
-                        hand_over(state, batches, &mut pending).await?;
+                        hand_over(batches, &mut pending).await?;
                         state.broadcast_from_server(
                             &b.topic,
                             &b.event,
@@ -336,16 +335,12 @@ async fn stream(
 }
 
 async fn hand_over(
-    state: &State,
     batches: &mpsc::Sender<Batch>,
     pending: &mut Vec<WalChange>,
 ) -> Result<(), String> {
     if pending.is_empty() {
         return Ok(());
     }
-    state
-        .last_change
-        .store(time::now_micros(), Ordering::Relaxed);
     let changes = std::mem::take(pending);
     batches
         .send(Batch { changes })

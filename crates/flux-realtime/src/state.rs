@@ -8,7 +8,7 @@ use crate::protocol;
 use crate::rooms::{Member, Message as RoomMessage, Rooms};
 use crate::time;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -145,8 +145,6 @@ pub struct State {
     access: Mutex<HashMap<(String, u32), Arc<Access>>>,
     /// The change feed is streaming from its slot.
     pub feed_up: AtomicBool,
-    /// When the feed last read changes (µs since the epoch).
-    pub last_change: AtomicI64,
     next_binding: AtomicU32,
     next_conn: AtomicU64,
     /// Lines about what clients do (joins, refusals, malformed messages) are throttled.
@@ -173,7 +171,6 @@ impl State {
             client_log: flux_log::Throttle::default(),
             access: Mutex::default(),
             feed_up: AtomicBool::new(false),
-            last_change: AtomicI64::new(0),
             next_binding: AtomicU32::new(1),
             next_conn: AtomicU64::new(1),
         }
