@@ -136,12 +136,19 @@ LEFT JOIN LATERAL (
     WHERE i.indrelid = c.oid AND i.indisprimary
 ) pk ON true
 CROSS JOIN LATERAL (
+    -- pg_inherits rather than pg_partition_tree, which locks every partition: that would take
+    -- its place in a deadlock with a DROP or ATTACH of one (they lock the parent, then it).
+    WITH RECURSIVE tree(relid) AS (
+        SELECT inhrelid FROM pg_inherits WHERE inhparent = c.oid
+        UNION ALL
+        SELECT i.inhrelid FROM pg_inherits i JOIN tree t ON i.inhparent = t.relid
+    )
     SELECT coalesce(array_agg(ln.nspname::text ORDER BY lc.relname), '{}') AS schemas,
            coalesce(array_agg(lc.relname::text ORDER BY lc.relname), '{}') AS names
-    FROM pg_partition_tree(c.oid) tree
+    FROM tree
     JOIN pg_class lc ON lc.oid = tree.relid
     JOIN pg_namespace ln ON ln.oid = lc.relnamespace
-    WHERE tree.isleaf AND tree.relid <> c.oid
+    WHERE lc.relkind <> 'p'
 ) leaves
 ORDER BY n.nspname, c.relname";
 
