@@ -15,7 +15,6 @@
 
 use crate::db;
 use crate::pgoutput::{self, Message, Relation};
-use crate::protocol::{self, Outgoing};
 use crate::state::State;
 use crate::wal::WalChange;
 use pgwire_replication::{Lsn, ReplicationClient, ReplicationConfig, ReplicationEvent};
@@ -369,19 +368,15 @@ fn tell_passed_over(state: &State, passed: &BTreeMap<(String, String), usize>, l
             .flat_map(|b| &b.targets)
             .find_map(|target| oids.get(&target.table));
         let Some((table, n)) = hit else { continue };
-        let channel = sub.topic.strip_prefix("realtime:").unwrap_or(&sub.topic);
         let message = format!(
             "{n} changes to {table} of one transaction were not delivered: a transaction delivers at most {limit}"
         );
-        sub.conn.push(protocol::encode(
-            sub.conn.vsn,
-            &Outgoing {
-                join_ref: sub.join_ref.as_deref(),
-                msg_ref: None,
-                topic: &sub.topic,
-                event: "system",
-                payload: &protocol::system_payload(false, "postgres_changes", channel, &message),
-            },
-        ));
+        sub.conn.push_system(
+            sub.join_ref.as_deref(),
+            &sub.topic,
+            false,
+            "postgres_changes",
+            &message,
+        );
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::auth::Auth;
 use crate::join::Binding;
-use crate::protocol::Vsn;
+use crate::protocol::{self, Vsn};
 use crate::time;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
@@ -79,6 +79,28 @@ impl ConnHandle {
     /// server's memory.
     pub fn push(&self, frame: String) {
         self.enqueue(Out::Text(frame));
+    }
+
+    /// A `system` message on a joined channel (`topic` is `realtime:<channel>`).
+    pub fn push_system(
+        &self,
+        join_ref: Option<&str>,
+        topic: &str,
+        ok: bool,
+        extension: &str,
+        message: &str,
+    ) {
+        let channel = topic.strip_prefix("realtime:").unwrap_or(topic);
+        self.push(protocol::encode(
+            self.vsn,
+            &protocol::Outgoing {
+                join_ref,
+                msg_ref: None,
+                topic,
+                event: "system",
+                payload: &protocol::system_payload(ok, extension, channel, message),
+            },
+        ));
     }
 
     pub fn push_binary(&self, frame: Vec<u8>) {

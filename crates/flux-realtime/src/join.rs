@@ -405,6 +405,30 @@ mod tests {
     }
 
     #[test]
+    fn broadcast_presence_and_private_config() {
+        let r = parse(&json!({"config": {"broadcast": {"self": true, "ack": true},
+            "presence": {"key": "gw-7", "enabled": true}, "private": true}}))
+        .unwrap();
+        assert!(r.broadcast_self && r.broadcast_ack && r.presence_enabled && r.private);
+        assert_eq!(r.presence_key.as_deref(), Some("gw-7"));
+        let blank = parse(&json!({"config": {"presence": {"key": ""}}})).unwrap();
+        assert_eq!(
+            blank.presence_key, None,
+            "the server makes a key for an empty one"
+        );
+        for bad in [
+            json!({"broadcast": {"self": "yes"}}),
+            json!({"presence": {"key": "k".repeat(MAX_PRESENCE_KEY + 1)}}),
+            json!({"presence": {"key": 7}}),
+            json!({"presence": []}),
+            json!({"private": 1}),
+        ] {
+            let e = parse(&json!({ "config": bad })).unwrap_err().0;
+            assert!(e.starts_with("InvalidJoinPayload: config."), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn the_wait_option_is_read_and_clamped() {
         let wait = |options: Value| {
             parse(&json!({"config": {"postgres_changes_options": options}}))

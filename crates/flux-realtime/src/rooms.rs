@@ -210,19 +210,19 @@ impl Rooms {
 
 /// `{key: {"metas": [...]}}`: every tracked presence of a room, grouped by key.
 fn state(room: &HashMap<u64, Member>) -> String {
-    let mut grouped: BTreeMap<&str, Vec<&Map<String, Value>>> = BTreeMap::new();
+    let mut tracked: BTreeMap<String, Vec<Map<String, Value>>> = BTreeMap::new();
     for m in room.values() {
         if let Some(t) = &m.presence {
-            grouped.entry(&m.presence_key).or_default().push(&t.meta);
+            tracked
+                .entry(m.presence_key.clone())
+                .or_default()
+                .push(t.meta.clone());
         }
     }
-    let object: Map<String, Value> = grouped
-        .into_iter()
-        .map(|(k, metas)| (k.to_owned(), serde_json::json!({ "metas": metas })))
-        .collect();
-    Value::Object(object).to_string()
+    grouped(&tracked).to_string()
 }
 
+/// Presence metas by key, as `presence_state` and `presence_diff` carry them.
 fn grouped(entries: &BTreeMap<String, Vec<Map<String, Value>>>) -> Value {
     Value::Object(
         entries

@@ -259,9 +259,9 @@ impl Session {
     }
 
     async fn join(&mut self, msg: &Incoming) {
-        let Some(channel) = msg.topic.strip_prefix("realtime:") else {
+        if !msg.topic.starts_with("realtime:") {
             return self.reply(msg, false, &protocol::reason("unmatched topic"));
-        };
+        }
         let limits = &self.state.config.limits;
         let refused = if !self.joins.take(Instant::now()) {
             Some(format!(
@@ -291,7 +291,7 @@ impl Session {
             // Phoenix semantics: a second join of a topic replaces the first.
             self.close_channel(&msg.topic, None);
         }
-        match self.subscribe(msg, channel).await {
+        match self.subscribe(msg).await {
             Ok(summary) => log_throttled!(
                 self.state.client_log,
                 "join",
@@ -314,7 +314,7 @@ impl Session {
         }
     }
 
-    async fn subscribe(&mut self, msg: &Incoming, channel: &str) -> Result<String, JoinError> {
+    async fn subscribe(&mut self, msg: &Incoming) -> Result<String, JoinError> {
         let request = join::parse(&msg.payload)?;
         let auth = match &request.access_token {
             Some(token) => Arc::new(
@@ -398,17 +398,12 @@ impl Session {
         });
         if let Some(sub) = &sub {
             self.state.hub.upsert(sub.clone());
-            self.send(
+            self.conn.push_system(
                 msg.join_ref.as_deref(),
-                None,
                 &msg.topic,
-                "system",
-                &protocol::system_payload(
-                    true,
-                    "postgres_changes",
-                    channel,
-                    "Subscribed to PostgreSQL",
-                ),
+                true,
+                "postgres_changes",
+                "Subscribed to PostgreSQL",
             );
         }
         let presence_key = request
@@ -508,14 +503,8 @@ impl Session {
         self.state.rooms.leave(topic, self.conn.id);
         let join_ref = joined.join_ref.as_deref();
         if let Some(message) = error {
-            let channel = topic.strip_prefix("realtime:").unwrap_or(topic);
-            self.send(
-                join_ref,
-                None,
-                topic,
-                "system",
-                &protocol::system_payload(false, "system", channel, message),
-            );
+            self.conn
+                .push_system(join_ref, topic, false, "system", message);
         }
         self.send(join_ref, join_ref, topic, "phx_close", "{}");
     }
@@ -542,14 +531,13 @@ impl Session {
 
     /// A vsn 2.0.0 binary frame: a broadcast push (kind 3), the only kind clients send.
     fn handle_binary(&mut self, frame: &[u8]) {
-        let push = match (self.conn.vsn, frames::decode_push(frame)) {
-            (Vsn::V2, Ok(push)) => push,
-            (vsn, decoded) => {
-                let why = match (vsn, decoded) {
-                    (Vsn::V1, _) => "binary frames are for vsn 2.0.0".to_owned(),
-                    (_, Err(e)) => e,
-                    (_, Ok(_)) => unreachable!("handled above"),
-                };
+        let decoded = match self.conn.vsn {
+            Vsn::V1 => Err("binary frames are for vsn 2.0.0".to_owned()),
+            Vsn::V2 => frames::decode_push(frame),
+        };
+        let push = match decoded {
+            Ok(push) => push,
+            Err(why) => {
                 log_throttled!(
                     self.state.client_log,
                     "malformed",

@@ -4,7 +4,6 @@ use crate::catalog::{Catalog, Table};
 use crate::db::{self, Access, DbError, Pool};
 use crate::hub::{ConnHandle, Hub};
 use crate::limits::{self, Connections, EventRates};
-use crate::protocol;
 use crate::rooms::{Member, Message as RoomMessage, Rooms};
 use crate::time;
 use std::collections::HashMap;
@@ -250,19 +249,9 @@ impl State {
             return true;
         }
         if conn.notice_drop(time::now_micros()) {
-            let channel = topic.strip_prefix("realtime:").unwrap_or(topic);
             let message =
                 format!("Too many events per second for role {role}: some were not delivered");
-            conn.push(protocol::encode(
-                conn.vsn,
-                &protocol::Outgoing {
-                    join_ref,
-                    msg_ref: None,
-                    topic,
-                    event: "system",
-                    payload: &protocol::system_payload(false, "system", channel, &message),
-                },
-            ));
+            conn.push_system(join_ref, topic, false, "system", &message);
         }
         false
     }
