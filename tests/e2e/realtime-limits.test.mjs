@@ -149,6 +149,22 @@ test('presence: 5 calls per 30 s per channel, a map as meta, known events only',
   }
 });
 
+test('a presence meta over 8 kB closes the channel; one within it is tracked', async () => {
+  const c = await client();
+  try {
+    await c.join('realtime:presence-size', { presence: { key: 'k', enabled: true } });
+    const track = (payload) => c.push('realtime:presence-size', 'presence', { type: 'presence', event: 'track', payload });
+    assert.equal((await c.reply(track({ note: 'x'.repeat(8000) }))).status, 'ok');
+    track({ note: 'x'.repeat(9000) });
+    for (const deadline = Date.now() + 5000; !c.inbox.some((m) => m[3] === 'phx_close'); await sleep(20)) {
+      assert.ok(Date.now() < deadline, 'the channel was not closed');
+    }
+    assert.equal(c.inbox.find((m) => m[3] === 'system' && m[4].status === 'error')[4].message, 'Track message size exceeded');
+  } finally {
+    c.close();
+  }
+});
+
 test('an expired api key receives nothing more: its channels close and re-joins are refused', async () => {
   const device = await registerDevice({ type: 'bess' });
   const key = signJwt({ role: 'anon', exp: Math.floor(Date.now() / 1000) + 3 });

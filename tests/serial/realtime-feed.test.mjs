@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import WebSocket from 'ws';
 import { env, home, anonKey, registerDevice, service, sql, closeSql, sleep } from '../e2e/lib.mjs';
-import { Client, flavors } from '../e2e/realtime/harness.mjs';
+import { Client, flavors, rawSubscriber } from '../e2e/realtime/harness.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const fluxUp = () => promisify(execFile)(join(root, 'stack', 'up.sh'), { env: { ...process.env, FLUX_QUIET: '1' }, timeout: 600_000 });
@@ -21,24 +21,10 @@ const rssMb = (pid) => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid
 
 after(closeSql);
 
-/** A raw vsn 2 subscriber of one device's BESS INSERTs; collects what arrives. */
-async function subscriber(deviceId) {
-  const ws = new WebSocket(`${env.FLUX_REALTIME_URL}/websocket?apikey=${anonKey}&vsn=2.0.0`);
-  const inbox = [];
-  ws.on('message', (data) => inbox.push({ at: Date.now(), m: JSON.parse(data.toString()) }));
-  await new Promise((resolve, reject) => ws.on('open', resolve).on('error', reject));
-  const binding = { event: 'INSERT', schema: 'flux', table: 'mg_bess_readings', filter: `device_id=eq.${deviceId}` };
-  ws.send(JSON.stringify(['1', '1', 'realtime:feed', 'phx_join', { config: { postgres_changes: [binding] } }]));
-  for (const deadline = Date.now() + 5000; !inbox.some(({ m }) => m[3] === 'system'); await sleep(20)) {
-    assert.ok(Date.now() < deadline, 'not subscribed');
-  }
-  return { ws, inbox };
-}
-
 test('a 1M-row transaction: the server stays within 256 MB more memory, and the next change still arrives', async () => {
   const big = await registerDevice({ type: 'bess' });
   const small = await registerDevice({ type: 'bess' });
-  const client = await subscriber(small.id);
+  const client = await rawSubscriber(small.id, { topic: 'feed' });
   const pid = realtimePid();
   const before = rssMb(pid);
   let peak = before;

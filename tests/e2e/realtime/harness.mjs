@@ -5,8 +5,9 @@ import { existsSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
+import WebSocket from 'ws';
 import { fileURLToPath } from 'node:url';
-import { env, service, sleep, sql } from '../lib.mjs';
+import { anonKey, env, service, sleep, sql } from '../lib.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const fluxHome = process.env.FLUX_HOME ?? join(here, '..', '..', '..', '.flux');
@@ -190,3 +191,25 @@ export async function waitForFeed(since, timeout = 30_000) {
 }
 
 export { sleep };
+
+/**
+ * A raw vsn 2.0.0 WebSocket subscriber of one device's BESS INSERTs (with `accessToken`, as
+ * that token's role), resolved once subscribed. `inbox` holds `{ at, m }` per frame.
+ */
+export async function rawSubscriber(deviceId, { accessToken, topic = 'raw' } = {}) {
+  const ws = new WebSocket(`${env.FLUX_REALTIME_URL}/websocket?apikey=${anonKey}&vsn=2.0.0`);
+  const inbox = [];
+  ws.on('message', (data) => inbox.push({ at: Date.now(), m: JSON.parse(data.toString()) }));
+  await new Promise((resolve, reject) => ws.on('open', resolve).on('error', reject));
+  const binding = { event: 'INSERT', schema: 'flux', table: 'mg_bess_readings', filter: `device_id=eq.${deviceId}` };
+  ws.send(JSON.stringify(['1', '1', `realtime:${topic}`, 'phx_join', { config: { postgres_changes: [binding] }, ...(accessToken && { access_token: accessToken }) }]));
+  for (const deadline = Date.now() + 5000; !inbox.some(({ m }) => m[3] === 'system'); await sleep(20)) {
+    if (Date.now() > deadline) throw new Error(`not subscribed: ${JSON.stringify(inbox)}`);
+  }
+  return {
+    ws,
+    inbox,
+    changes: () => inbox.filter(({ m }) => m[3] === 'postgres_changes'),
+    errors: () => inbox.filter(({ m }) => m[3] === 'system' && m[4].status === 'error').map(({ m }) => m),
+  };
+}
