@@ -11,6 +11,9 @@ pub struct Column {
     pub typname: String,
     /// `format_type()` (`double precision`, `character varying(20)`): for casts in SQL.
     pub sql_type: String,
+    /// The type without modifier, schema-qualified (`"pg_catalog"."bpchar"`): for casting
+    /// filter values (a `varchar(3)` cast would truncate them).
+    pub base_type: String,
     pub attnum: i16,
     pub kind: Kind,
     /// Its collation orders text byte by byte (C, POSIX, C.UTF-8; or it has none).
@@ -123,6 +126,7 @@ pub mod fixtures {
             name: name.into(),
             typname: typname.into(),
             sql_type: typname.into(),
+            base_type: typname.into(),
             attnum,
             kind: Kind::of(typname),
             byte_ordered: true,

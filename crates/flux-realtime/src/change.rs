@@ -2,7 +2,7 @@
 //! of the `postgres_changes` push.
 
 use crate::catalog::Table;
-use crate::filter::json_scalar_text;
+use crate::filter::{json_scalar_text, Compiled, Verdict};
 use crate::join::Binding;
 use crate::wal::Action;
 use serde_json::Value;
@@ -13,6 +13,14 @@ use std::sync::Arc;
 /// `REPLICA IDENTITY DEFAULT`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Row(pub Vec<Option<String>>);
+
+/// What [`Change::matching`] found: the ids of bindings matched, and the bindings whose filter
+/// PostgreSQL must evaluate.
+#[derive(Debug, Default)]
+pub struct Matching<'b> {
+    pub ids: Vec<u32>,
+    pub ask: Vec<(u32, &'b Compiled)>,
+}
 
 #[derive(Debug, Clone)]
 pub struct Change {
@@ -35,34 +43,45 @@ impl Change {
         }
     }
 
-    /// The ids of `bindings` this change matches. `secure_delete` is set when row-level
-    /// security applies to the subscriber: a deleted row cannot be checked against policies,
-    /// so only its primary key may be revealed, and a filter on any other column would leak
-    /// that column's value; such filters never match a DELETE (as in Supabase).
-    pub fn matching_ids(&self, bindings: &[Binding], secure_delete: bool) -> Vec<u32> {
+    /// The bindings this change matches. `secure_delete` is set when row-level security
+    /// applies to the subscriber: a deleted row cannot be checked against policies, so only its
+    /// primary key may be revealed, and a filter on any other column would leak that column's
+    /// value; such filters never match a DELETE (as in Supabase).
+    pub fn matching<'b>(&self, bindings: &'b [Binding], secure_delete: bool) -> Matching<'b> {
         let row = self.filter_row();
-        bindings
-            .iter()
-            .filter(|b| b.event.matches(self.action))
-            .filter(|b| {
-                b.targets.iter().any(|t| {
-                    t.table == self.table.oid
-                        && match &t.filter {
-                            None => true,
-                            Some(f) => {
-                                let hidden = secure_delete
-                                    && self.action == Action::Delete
-                                    && !self.table.is_pk(f.column);
-                                !hidden
-                                    && row
-                                        .and_then(|r| r.0.get(f.column)?.as_deref())
-                                        .is_some_and(|raw| f.matches(raw))
-                            }
-                        }
-                })
-            })
-            .map(|b| b.id)
-            .collect()
+        let mut matching = Matching::default();
+        for b in bindings.iter().filter(|b| b.event.matches(self.action)) {
+            // A binding's targets are distinct tables: at most one is this change's.
+            let Some(target) = b.targets.iter().find(|t| t.table == self.table.oid) else {
+                continue;
+            };
+            let Some(f) = &target.filter else {
+                matching.ids.push(b.id);
+                continue;
+            };
+            if secure_delete && self.action == Action::Delete && !self.table.is_pk(f.column) {
+                continue;
+            }
+            let Some(raw) = row.and_then(|r| r.0.get(f.column)?.as_deref()) else {
+                continue;
+            };
+            match f.verdict(raw) {
+                Verdict::Match => matching.ids.push(b.id),
+                Verdict::NoMatch => {}
+                Verdict::AskDatabase => matching.ask.push((b.id, f)),
+            }
+        }
+        matching
+    }
+
+    /// The row filters look at, as one JSON object of the columns the WAL carried, for
+    /// `jsonb_populate_record` when PostgreSQL evaluates a filter.
+    pub fn filter_row_json(&self) -> String {
+        let mut out = String::new();
+        if let Some(row) = self.filter_row() {
+            record(&mut out, &self.table, row, |_| true);
+        }
+        out
     }
 
     /// Primary-key values (of the new row) as text, for looking the row up under RLS.
@@ -76,7 +95,7 @@ impl Change {
     }
 
     /// The `data` object of the push, showing the columns for which `visible` is true (the
-    /// subscriber's column privileges); `secure_delete` as in [`Change::matching_ids`].
+    /// subscriber's column privileges); `secure_delete` as in [`Change::matching`].
     pub fn data_json(&self, visible: &[bool], secure_delete: bool) -> String {
         let t = &self.table;
         let shown = |i: usize| visible.get(i).copied().unwrap_or(false);
@@ -171,12 +190,7 @@ mod tests {
                 filter: filter.map(|f| {
                     FilterSpec::parse(f)
                         .unwrap()
-                        .compile(
-                            table
-                                .columns
-                                .iter()
-                                .map(|c| (c.name.as_str(), c.typname.as_str(), c.byte_ordered)),
-                        )
+                        .compile(&table.columns)
                         .unwrap()
                 }),
             }],
@@ -208,16 +222,17 @@ mod tests {
             },
         ];
         assert_eq!(
-            change(Action::Insert).matching_ids(&bindings, false),
+            change(Action::Insert).matching(&bindings, false).ids,
             [1, 3]
         );
         assert_eq!(
-            change(Action::Update).matching_ids(&bindings, false),
+            change(Action::Update).matching(&bindings, false).ids,
             [3, 4]
         );
         // A DELETE is filtered on the old row (soe 50).
         assert!(change(Action::Delete)
-            .matching_ids(&bindings, false)
+            .matching(&bindings, false)
+            .ids
             .is_empty());
     }
 
@@ -233,8 +248,8 @@ mod tests {
             binding(3, EventKind::Delete, None),
         ];
         let del = change(Action::Delete);
-        assert_eq!(del.matching_ids(&bindings, false), [1, 2, 3]);
-        assert_eq!(del.matching_ids(&bindings, true), [1, 3]);
+        assert_eq!(del.matching(&bindings, false).ids, [1, 2, 3]);
+        assert_eq!(del.matching(&bindings, true).ids, [1, 3]);
     }
 
     #[test]

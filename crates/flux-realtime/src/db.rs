@@ -107,7 +107,8 @@ WITH published AS (
 )
 SELECT c.oid, n.nspname::text, c.relname::text, c.relrowsecurity,
        cols.names, cols.types, cols.sql_types, cols.nums,
-       coalesce(pk.names, '{}'), leaves.schemas, leaves.names, cols.byte_ordered
+       coalesce(pk.names, '{}'), leaves.schemas, leaves.names, cols.byte_ordered,
+       cols.base_types
 FROM published p
 JOIN pg_class c ON c.oid = p.oid
 JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -115,6 +116,10 @@ CROSS JOIN LATERAL (
     SELECT array_agg(a.attname::text ORDER BY a.attnum) AS names,
            array_agg(t.typname::text ORDER BY a.attnum) AS types,
            array_agg(format_type(a.atttypid, a.atttypmod) ORDER BY a.attnum) AS sql_types,
+           -- The type by its name: format_type without a modifier still says `character`,
+           -- which is character(1).
+           array_agg((SELECT quote_ident(tn.nspname) || '.' || quote_ident(t.typname)
+                      FROM pg_namespace tn WHERE tn.oid = t.typnamespace) ORDER BY a.attnum) AS base_types,
            array_agg(a.attnum ORDER BY a.attnum) AS nums,
            -- Whether the column's collation orders text byte by byte (C, POSIX, C.UTF-8), as
            -- the server's own filter comparisons do.
@@ -165,18 +170,20 @@ pub async fn load_catalog(client: &Client, publication: &str) -> Result<Catalog,
         let leaf_schemas: Vec<String> = r.get(9);
         let leaf_names: Vec<String> = r.get(10);
         let byte_ordered: Vec<bool> = r.get(11);
+        let base_types: Vec<String> = r.get(12);
         let columns: Vec<Column> = names
             .into_iter()
             .zip(types)
-            .zip(sql_types)
+            .zip(sql_types.into_iter().zip(base_types))
             .zip(nums)
             .zip(byte_ordered)
             .map(
-                |((((name, typname), sql_type), attnum), byte_ordered)| Column {
+                |((((name, typname), (sql_type, base_type)), attnum), byte_ordered)| Column {
                     kind: Kind::of(&typname),
                     name,
                     typname,
                     sql_type,
+                    base_type,
                     attnum,
                     byte_ordered,
                 },

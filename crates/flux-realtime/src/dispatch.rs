@@ -2,7 +2,8 @@
 //!
 //! Per batch: (1) PostgreSQL re-types the changed rows of each subscribed table in one query
 //! (`to_jsonb` of `jsonb_populate_recordset`), so values are exactly what PostgREST returns;
-//! (2) every change is matched against every channel's bindings and filters; (3) row-level
+//! (2) every change is matched against every channel's bindings and filters, PostgreSQL
+//! evaluating in one query per table the filters only it can (see `filter`); (3) row-level
 //! security decides who may see each row, by selecting the rows by primary key as the
 //! subscriber's role with its JWT claims; (4) frames are queued in commit order.
 
@@ -10,6 +11,7 @@ use crate::catalog::{quote_ident, Table};
 use crate::change::{Change, Row};
 use crate::db::{Access, DbError};
 use crate::feed::Batch;
+use crate::filter::Compiled;
 use crate::hub::ChannelSub;
 use crate::protocol::{self, Outgoing};
 use crate::state::{RlsCheck, State};
@@ -17,7 +19,7 @@ use crate::time;
 use crate::wal::{self, Action, WalChange};
 use futures_util::future::join_all;
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -35,16 +37,18 @@ pub async fn run(state: Arc<State>, mut batches: mpsc::Receiver<Batch>) {
 }
 
 /// One change that one channel wants (bindings and filters matched).
-struct Candidate {
+struct Candidate<'b> {
     change: usize,
     sub: usize,
     ids: Vec<u32>,
+    /// Bindings whose filter PostgreSQL evaluates before they join `ids`.
+    ask: Vec<(u32, &'b Compiled)>,
     access: Arc<Access>,
     /// Row-level security applies to this subscriber on this table.
     secure: bool,
 }
 
-impl Candidate {
+impl Candidate<'_> {
     /// A deleted row cannot be looked up: DELETEs go out with their key only instead.
     fn needs_check(&self, changes: &[Option<Change>]) -> bool {
         self.secure
@@ -127,17 +131,30 @@ async fn dispatch(state: &State, batch: Batch) -> Result<(), String> {
                 continue;
             }
             let secure = change.table.rls && !access.bypass_rls;
-            let ids = change.matching_ids(&sub.bindings, secure);
-            if !ids.is_empty() {
+            let matching = change.matching(&sub.bindings, secure);
+            if !matching.ids.is_empty() || !matching.ask.is_empty() {
                 candidates.push(Candidate {
                     change: ci,
                     sub: si,
-                    ids,
+                    ids: matching.ids,
+                    ask: matching.ask,
                     access: access.clone(),
                     secure,
                 });
             }
         }
+    }
+    if candidates.iter().any(|c| !c.ask.is_empty()) {
+        let answers = evaluate_in_database(state, &changes, &candidates).await;
+        for c in &mut candidates {
+            for (id, filter) in std::mem::take(&mut c.ask) {
+                if answers.contains(&(c.change, filter_address(filter))) {
+                    c.ids.push(id);
+                }
+            }
+            c.ids.sort_unstable();
+        }
+        candidates.retain(|c| !c.ids.is_empty());
     }
 
     // (3) Row-level security.
@@ -385,6 +402,135 @@ fn check_sql(table: &Table, batched: bool) -> String {
     }
 }
 
+/// The (change, filter address) pairs among the candidates' questions whose filter holds, as
+/// PostgreSQL evaluates it: per table, one query over every distinct pair, with the changed
+/// rows as the table's row type.
+async fn evaluate_in_database(
+    state: &State,
+    changes: &[Option<Change>],
+    candidates: &[Candidate<'_>],
+) -> HashSet<(usize, usize)> {
+    // table → (its distinct filters, its distinct (change, filter index) pairs)
+    type Questions<'c> = (Vec<&'c Compiled>, BTreeSet<(usize, usize)>);
+    let mut by_table: BTreeMap<u32, (Arc<Table>, Questions)> = BTreeMap::new();
+    for c in candidates {
+        let Some(change) = &changes[c.change] else {
+            continue;
+        };
+        let (_, (filters, pairs)) = by_table
+            .entry(change.table.oid)
+            .or_insert_with(|| (change.table.clone(), Default::default()));
+        for &(_, filter) in &c.ask {
+            let fi = match filters.iter().position(|f| *f == filter) {
+                Some(fi) => fi,
+                None => {
+                    filters.push(filter);
+                    filters.len() - 1
+                }
+            };
+            pairs.insert((c.change, fi));
+        }
+    }
+    let queries = by_table
+        .values()
+        .map(|(table, (filters, pairs))| async move {
+            let result = filter_query(state, table, changes, filters, pairs).await;
+            let matched = result.unwrap_or_else(|e| {
+                log!("filter evaluation on {} failed: {e}", table.qualified());
+                Vec::new()
+            });
+            // Equal filters of several channels were asked once: answer each of them.
+            matched
+                .into_iter()
+                .flat_map(|(ci, fi)| {
+                    candidates
+                        .iter()
+                        .filter(move |c| c.change == ci)
+                        .flat_map(|c| c.ask.iter())
+                        .filter(move |(_, f)| *f == filters[fi])
+                        .map(move |(_, f)| (ci, filter_address(f)))
+                })
+                .collect::<Vec<_>>()
+        });
+    join_all(queries).await.into_iter().flatten().collect()
+}
+
+/// A filter's identity within one batch (a plain number keeps the dispatch future `Send`).
+fn filter_address(filter: &Compiled) -> usize {
+    filter as *const Compiled as usize
+}
+
+/// One table's filter questions as one query: `SELECT … FROM unnest(pair, filter, row)` with
+/// a `CASE` over the distinct filters.
+async fn filter_query(
+    state: &State,
+    table: &Table,
+    changes: &[Option<Change>],
+    filters: &[&Compiled],
+    pairs: &BTreeSet<(usize, usize)>,
+) -> Result<Vec<(usize, usize)>, DbError> {
+    let keys: Vec<(usize, usize)> = pairs.iter().copied().collect();
+    let pair_index: Vec<i32> = (0..keys.len() as i32).collect();
+    let filter_index: Vec<i32> = keys.iter().map(|&(_, fi)| fi as i32).collect();
+    let rows: Vec<String> = keys
+        .iter()
+        .map(|&(ci, _)| {
+            changes[ci]
+                .as_ref()
+                .map(Change::filter_row_json)
+                .unwrap_or_default()
+        })
+        .collect();
+    let mut arms = String::new();
+    let mut values = Vec::with_capacity(filters.len());
+    for (fi, f) in filters.iter().enumerate() {
+        let (condition, value) = f
+            .sql_condition(4 + fi)
+            .expect("only filters PostgreSQL evaluates are asked");
+        arms.push_str(&format!(" WHEN {fi} THEN {condition}"));
+        values.push(value);
+    }
+    let sql = filter_sql(table, &arms);
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&pair_index, &filter_index, &rows];
+    params.extend(values.iter().map(|v| v as &(dyn ToSql + Sync)));
+    let conn = state.pool.get().await?;
+    let found = conn.client.query(&sql, &params).await?;
+    Ok(found
+        .iter()
+        .map(|r| keys[r.get::<_, i32>(0) as usize])
+        .collect())
+}
+
+fn filter_sql(table: &Table, arms: &str) -> String {
+    format!(
+        "SELECT k.p FROM unnest($1::int4[], $2::int4[], $3::text[]) AS k(p, f, r) \
+         CROSS JOIN LATERAL jsonb_populate_record(NULL::{}, k.r::jsonb) AS x \
+         WHERE CASE k.f{arms} ELSE false END",
+        table.qualified()
+    )
+}
+
+/// Checks at join that PostgreSQL accepts a filter it will evaluate: the value's syntax, and
+/// that the column's type has the operator. `Err` carries PostgreSQL's message.
+pub async fn check_filter(state: &State, table: &Table, filter: &Compiled) -> Result<(), String> {
+    let Some((condition, values)) = filter.sql_condition(1) else {
+        return Ok(());
+    };
+    let sql = format!(
+        "SELECT {condition} FROM jsonb_populate_record(NULL::{}, '{{}}') AS x",
+        table.qualified()
+    );
+    let conn = state.pool.get().await.map_err(|e| e.to_string())?;
+    conn.client
+        .query(&sql, &[&values])
+        .await
+        .map(drop)
+        .map_err(|e| match e.as_db_error() {
+            Some(db) => db.message().to_owned(),
+            None => e.to_string(),
+        })
+}
+
 const SET_CLAIMS: &str =
     "SELECT set_config('role', $1, true), set_config('request.jwt.claims', $2, true)";
 
@@ -393,7 +539,7 @@ async fn check_grouped(
     state: &State,
     subs: &[Arc<ChannelSub>],
     changes: &[Option<Change>],
-    candidates: &[&Candidate],
+    candidates: &[&Candidate<'_>],
 ) -> HashSet<(usize, usize)> {
     // (role, claims, table) → the changes to check, each with the channels awaiting it.
     type Group<'s> = (BTreeMap<usize, Vec<usize>>, &'s Arc<Table>);
@@ -473,7 +619,7 @@ async fn check_per_subscriber(
     state: &State,
     subs: &[Arc<ChannelSub>],
     changes: &[Option<Change>],
-    candidates: &[&Candidate],
+    candidates: &[&Candidate<'_>],
 ) -> HashSet<(usize, usize)> {
     let mut visible = HashSet::new();
     for c in candidates {

@@ -1,10 +1,15 @@
-//! `postgres_changes` filters: `column=op.value`, compared with the column's type semantics.
+//! `postgres_changes` filters: `column=op.value`, compared with PostgreSQL's semantics.
 //!
-//! A filter is parsed once when a channel joins ([`FilterSpec::parse`]), compiled against each
-//! table it applies to ([`FilterSpec::compile`], which types the value and rejects what
-//! PostgreSQL would reject), and evaluated against the `to_jsonb` text of a changed row's column
-//! ([`Compiled::matches`]). NULL never matches, as in SQL.
+//! A filter is parsed once when a channel joins ([`FilterSpec::parse`]) and compiled against
+//! each table it applies to ([`FilterSpec::compile`]). Where this module's comparison is
+//! PostgreSQL's own (numbers, booleans, uuids, times, and text under a byte-order collation),
+//! the value is typed here, rejected as PostgreSQL would reject it, and evaluated against the
+//! `to_jsonb` text of a changed row's column ([`Compiled::verdict`]). Every other column
+//! (other collations, citext, bpchar, jsonb, intervals, arrays, ...) is left to PostgreSQL:
+//! [`Compiled::sql_condition`] is checked once at join and evaluated per batch by the
+//! dispatcher. NULL never matches, as in SQL.
 
+use crate::catalog::{quote_ident, Column};
 use crate::time;
 use std::cmp::Ordering;
 use std::fmt;
@@ -37,20 +42,15 @@ impl Op {
         })
     }
 
-    fn name(self) -> &'static str {
+    fn sql(self) -> &'static str {
         match self {
-            Op::Eq => "eq",
-            Op::Neq => "neq",
-            Op::Lt => "lt",
-            Op::Lte => "lte",
-            Op::Gt => "gt",
-            Op::Gte => "gte",
-            Op::In => "in",
+            Op::Eq | Op::In => "=",
+            Op::Neq => "<>",
+            Op::Lt => "<",
+            Op::Lte => "<=",
+            Op::Gt => ">",
+            Op::Gte => ">=",
         }
-    }
-
-    fn ordering(self) -> bool {
-        matches!(self, Op::Lt | Op::Lte | Op::Gt | Op::Gte)
     }
 
     fn accepts(self, ord: Ordering) -> bool {
@@ -77,7 +77,7 @@ pub enum Kind {
     Timestamp,
     Date,
     Text,
-    /// Anything else (jsonb, interval, arrays, ...): equality of the text form only.
+    /// Anything else (jsonb, interval, arrays, ...): compared by PostgreSQL.
     Other,
 }
 
@@ -362,58 +362,51 @@ impl FilterSpec {
         })
     }
 
-    /// Types the filter for a table: `columns` are (name, typname) in table order.
-    pub fn compile<'a>(
-        &self,
-        columns: impl IntoIterator<Item = (&'a str, &'a str, bool)>,
-    ) -> Result<Compiled, FilterError> {
-        let Some((index, (_, typname, byte_ordered))) = columns
-            .into_iter()
+    /// Types the filter for a table's columns.
+    pub fn compile(&self, columns: &[Column]) -> Result<Compiled, FilterError> {
+        let Some((index, column)) = columns
+            .iter()
             .enumerate()
-            .find(|(_, (name, _, _))| *name == self.column)
+            .find(|(_, c)| c.name == self.column)
         else {
             return err(format!("column {:?} does not exist", self.column));
         };
-        // Text compares byte by byte here, as PostgreSQL does under C collations; columns whose
-        // comparisons differ are refused rather than answered differently from PostgreSQL.
-        if matches!(typname, "citext" | "bpchar") {
-            return err(format!(
-                "filters on column {:?} of type {typname} are not supported (it does not compare as its text does)",
-                self.column
-            ));
-        }
-        let kind = Kind::of(typname);
-        if kind == Kind::Text && self.op.ordering() && !byte_ordered {
-            return err(format!(
-                "operator {} is not supported on column {:?}: its collation does not order text byte by byte; use eq, neq or in",
-                self.op.name(),
-                self.column
-            ));
-        }
-        if self.op.ordering() && kind == Kind::Other {
-            return err(format!(
-                "operator {} is not supported on column {:?} of type {typname}",
-                self.op.name(),
-                self.column
-            ));
-        }
-        let values = self
-            .values
-            .iter()
-            .map(|v| {
-                Typed::parse(kind, v).ok_or_else(|| {
-                    FilterError(format!(
-                        "invalid input syntax for type {typname}: {v:?} (filter on column {:?})",
-                        self.column
-                    ))
-                })
+        let native = match column.kind {
+            // Text compares byte by byte here, as PostgreSQL does under a C collation only.
+            Kind::Text => column.byte_ordered,
+            Kind::Other => false,
+            // A time without offset is in PostgreSQL's session time zone, unknown here.
+            Kind::Timestamptz => self.values.iter().all(|v| {
+                time::parse_timestamp(v)
+                    .is_some_and(|t| t.offset_secs.is_some() || t.local_micros.abs() == i64::MAX)
+            }),
+            _ => true,
+        };
+        // A value this module cannot read may still be one PostgreSQL reads (`Jan 1 2026`,
+        // `1e400` for numeric, ...): it decides, and its error is the join's.
+        let typed: Option<Vec<Typed>> = native
+            .then(|| {
+                self.values
+                    .iter()
+                    .map(|v| Typed::parse(column.kind, v))
+                    .collect()
             })
-            .collect::<Result<_, _>>()?;
+            .flatten();
+        let eval = match typed {
+            Some(values) => Eval::Native {
+                kind: column.kind,
+                values,
+            },
+            None => Eval::Database {
+                column: quote_ident(&column.name),
+                base_type: column.base_type.clone(),
+                values: self.values.clone(),
+            },
+        };
         Ok(Compiled {
             column: index,
             op: self.op,
-            kind,
-            values,
+            eval,
         })
     }
 }
@@ -457,31 +450,83 @@ pub struct Compiled {
     /// Index of the column in the table's column list.
     pub column: usize,
     op: Op,
-    kind: Kind,
-    values: Vec<Typed>,
+    eval: Eval,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Eval {
+    /// Compared here, exactly as PostgreSQL compares.
+    Native { kind: Kind, values: Vec<Typed> },
+    /// Compared by PostgreSQL: the quoted column name, the type without modifier (see
+    /// `Column::base_type`), and the values as written.
+    Database {
+        column: String,
+        base_type: String,
+        values: Vec<String>,
+    },
+}
+
+/// Whether a change's column satisfies a filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Match,
+    NoMatch,
+    /// Only PostgreSQL can say: see [`Compiled::sql_condition`].
+    AskDatabase,
 }
 
 impl Compiled {
     /// `raw` is the column's value as `to_jsonb` text (`"abc"`, `12.5`, `true`, `null`, ...).
-    pub fn matches(&self, raw: &str) -> bool {
-        let Some(text) = json_scalar_text(raw) else {
-            return false;
+    pub fn verdict(&self, raw: &str) -> Verdict {
+        let Eval::Native { kind, values } = &self.eval else {
+            return Verdict::AskDatabase;
         };
-        let Some(value) = Typed::parse(self.kind, &text) else {
-            return false;
+        let Some(text) = json_scalar_text(raw) else {
+            return Verdict::NoMatch;
+        };
+        let Some(value) = Typed::parse(*kind, &text) else {
+            return Verdict::NoMatch;
         };
         let mut any = false;
-        for expected in &self.values {
+        for expected in values {
             let Some(ord) = value.compare(expected) else {
-                return false;
+                return Verdict::NoMatch;
             };
             if self.op == Op::In {
                 any |= ord == Ordering::Equal;
             } else {
-                return self.op.accepts(ord);
+                any = self.op.accepts(ord);
+                break;
             }
         }
-        any
+        if any {
+            Verdict::Match
+        } else {
+            Verdict::NoMatch
+        }
+    }
+
+    /// For a filter PostgreSQL evaluates: the condition on row alias `x` (the changed row, as
+    /// the table's row type), taking the values as text array parameter `$param`, and that
+    /// parameter's value. `None` for a filter evaluated here.
+    pub fn sql_condition(&self, param: usize) -> Option<(String, Vec<String>)> {
+        let Eval::Database {
+            column,
+            base_type,
+            values,
+        } = &self.eval
+        else {
+            return None;
+        };
+        let condition = if self.op == Op::In {
+            format!("x.{column} = ANY(${param}::text[]::{base_type}[])")
+        } else {
+            format!(
+                "x.{column} {} (${param}::text[])[1]::{base_type}",
+                self.op.sql()
+            )
+        };
+        Some((condition, values.clone()))
     }
 }
 
@@ -504,6 +549,7 @@ pub fn json_scalar_text(raw: &str) -> Option<std::borrow::Cow<'_, str>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalog::fixtures;
 
     const COLUMNS: &[(&str, &str)] = &[
         ("id", "uuid"),
@@ -518,40 +564,66 @@ mod tests {
         ("local", "timestamp"),
     ];
 
+    fn columns() -> Vec<Column> {
+        COLUMNS
+            .iter()
+            .zip(1..)
+            .map(|(&(name, typname), attnum)| fixtures::column(name, typname, attnum))
+            .collect()
+    }
+
     fn compile(filter: &str) -> Result<Compiled, FilterError> {
-        FilterSpec::parse(filter)?.compile(COLUMNS.iter().map(|&(n, t)| (n, t, true)))
+        FilterSpec::parse(filter)?.compile(&columns())
     }
 
     #[test]
-    fn what_would_compare_unlike_postgresql_is_refused() {
-        let collated = [
-            ("name", "text", false),
-            ("code", "bpchar", true),
-            ("email", "citext", true),
-        ];
-        let compile = |f: &str| {
-            FilterSpec::parse(f)
-                .unwrap()
-                .compile(collated.iter().copied())
+    fn what_does_not_compare_as_here_is_left_to_postgresql() {
+        let mut collated = fixtures::column("name", "text", 1);
+        collated.byte_ordered = false;
+        let mut padded = fixtures::column("code", "bpchar", 2);
+        padded.base_type = "bpchar".into();
+        let table = [collated, padded, fixtures::column("email", "citext", 3)];
+        let condition = |f: &str| {
+            let compiled = FilterSpec::parse(f).unwrap().compile(&table).unwrap();
+            assert_eq!(compiled.verdict(r#""x""#), Verdict::AskDatabase, "{f}");
+            compiled.sql_condition(4).unwrap()
         };
-        assert!(
-            compile("name=eq.x").is_ok(),
-            "equality does not depend on a deterministic collation"
+        assert_eq!(
+            condition("name=lt.m"),
+            (
+                r#"x."name" < ($4::text[])[1]::text"#.into(),
+                vec!["m".into()]
+            )
         );
-        assert!(compile("name=in.(x,y)").is_ok());
-        let e = compile("name=lt.m").unwrap_err().0;
-        assert!(
-            e.contains("collation does not order text byte by byte"),
-            "{e}"
+        assert_eq!(
+            condition("code=in.(a,\"b,c\")"),
+            (
+                r#"x."code" = ANY($4::text[]::bpchar[])"#.into(),
+                vec!["a".into(), "b,c".into()]
+            )
         );
-        assert!(compile("code=eq.x").unwrap_err().0.contains("type bpchar"));
-        assert!(compile("email=eq.x").unwrap_err().0.contains("type citext"));
+        assert_eq!(
+            condition("email=neq.A").0,
+            r#"x."email" <> ($4::text[])[1]::citext"#
+        );
+        assert_eq!(compile("soe=eq.1").unwrap().sql_condition(1), None);
+    }
+
+    /// What this module cannot read, PostgreSQL reads or refuses (checked at join).
+    fn assert_left_to_postgresql(filter: &str) {
+        let compiled = compile(filter).unwrap_or_else(|e| panic!("{filter}: {e}"));
+        assert!(compiled.sql_condition(1).is_some(), "{filter}");
     }
 
     fn check(filter: &str, raw: &str) -> bool {
-        compile(filter)
+        match compile(filter)
             .unwrap_or_else(|e| panic!("{filter}: {e}"))
-            .matches(raw)
+            .verdict(raw)
+        {
+            Verdict::Match => true,
+            Verdict::NoMatch => false,
+            Verdict::AskDatabase => panic!("{filter} is evaluated here"),
+        }
     }
 
     #[test]
@@ -561,9 +633,9 @@ mod tests {
         assert!(check("id=eq.{123e4567e89b12d3a456426614174000}", raw));
         assert!(!check("id=eq.123e4567-e89b-12d3-a456-426614174001", raw));
         assert!(check("id=neq.123e4567-e89b-12d3-a456-426614174001", raw));
-        assert!(compile("id=eq.not-a-uuid").is_err());
-        assert!(compile("id=eq.123e4567-e89b-12d3-a456-42661417400").is_err());
-        assert!(compile("id=eq.-123e4567e89b12d3a456426614174000").is_err());
+        assert_left_to_postgresql("id=eq.not-a-uuid");
+        assert_left_to_postgresql("id=eq.123e4567-e89b-12d3-a456-42661417400");
+        assert_left_to_postgresql("id=eq.-123e4567e89b12d3a456426614174000");
     }
 
     #[test]
@@ -576,8 +648,8 @@ mod tests {
         assert!(check("soe=gt.Infinity", r#""NaN""#));
         assert!(check("blocks=lte.10", "9"));
         assert!(!check("blocks=lt.-1", "9"));
-        assert!(compile("blocks=eq.1.5").is_err());
-        assert!(compile("soe=eq.abc").is_err());
+        assert_left_to_postgresql("blocks=eq.1.5");
+        assert_left_to_postgresql("soe=eq.abc");
     }
 
     #[test]
@@ -605,13 +677,15 @@ mod tests {
         assert!(check("time=gt.2024-01-01T12:00:00Z", raw));
         assert!(check("time=lt.2024-01-01T13:00:00+00:30", raw));
         assert!(check("time=eq.2024-01-01 14:00:00.5+02", raw));
-        assert!(!check("time=gte.2024-01-02", raw));
+        assert!(check("time=lt.infinity", raw));
+        // Without an offset the value is in the session's time zone: PostgreSQL reads it.
+        assert_left_to_postgresql("time=gte.2024-01-02");
         assert!(check("day=lt.2024-01-02", r#""2024-01-01""#));
         assert!(check(
             "local=eq.2024-01-01T12:00:00",
             r#""2024-01-01T12:00:00""#
         ));
-        assert!(compile("time=gt.soon").is_err());
+        assert_left_to_postgresql("time=gt.soon");
     }
 
     #[test]
@@ -620,7 +694,7 @@ mod tests {
         assert!(check("active=eq.t", "true"));
         assert!(check("active=eq.off", "false"));
         assert!(!check("active=eq.yes", "false"));
-        assert!(compile("active=eq.maybe").is_err());
+        assert_left_to_postgresql("active=eq.maybe");
         assert!(check("name=eq.WLCE", r#""WLCE""#));
         assert!(!check("name=eq.wlce", r#""WLCE""#));
         assert!(check("name=lt.b", r#""a\"b""#));
@@ -635,7 +709,7 @@ mod tests {
         assert!(check(r#"name=in.("a,b",c)"#, r#""a,b""#));
         assert!(check(r#"name=in.("a,b",c)"#, r#""c""#));
         assert!(!check(r#"name=in.("a,b",c)"#, r#""a""#));
-        assert!(compile("blocks=in.(1,x)").is_err());
+        assert_left_to_postgresql("blocks=in.(1,x)");
         assert!(compile("blocks=in.1,2").is_err());
         let many = (0..=MAX_IN_VALUES)
             .map(|i| i.to_string())
@@ -652,10 +726,10 @@ mod tests {
     }
 
     #[test]
-    fn other_types_allow_equality_only() {
-        assert!(check("metadata=eq.{}", "{}"));
-        let e = compile("metadata=gt.{}").unwrap_err();
-        assert!(e.0.contains("not supported"), "{e}");
+    fn other_types_are_compared_by_postgresql() {
+        for f in ["metadata=eq.{}", "metadata=gt.{}"] {
+            assert_eq!(compile(f).unwrap().verdict("{}"), Verdict::AskDatabase);
+        }
     }
 
     #[test]

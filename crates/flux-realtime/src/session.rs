@@ -2,6 +2,7 @@
 //! draining the connection's send queue on the way out.
 
 use crate::auth::{self, Auth};
+use crate::dispatch;
 use crate::frames;
 use crate::hub::{ChannelSub, ConnHandle, Out};
 use crate::join::{self, JoinError};
@@ -358,6 +359,24 @@ impl Session {
             }
         }
         let (bindings, echo) = resolved?;
+        for binding in &bindings {
+            for target in &binding.targets {
+                let (Some(filter), Some(table)) = (
+                    &target.filter,
+                    catalog.tables.iter().find(|t| t.oid == target.table),
+                ) else {
+                    continue;
+                };
+                dispatch::check_filter(&self.state, table, filter)
+                    .await
+                    .map_err(|e| {
+                        JoinError(format!(
+                            "InvalidFilter: {e} (filter on {}.{})",
+                            table.schema, table.name
+                        ))
+                    })?;
+            }
+        }
         if let (Some(wait), false) = (request.wait_for_changes, bindings.is_empty()) {
             // `postgres_changes_options.wait`: reply once changes can flow, or refuse.
             let deadline = Instant::now() + wait;
