@@ -66,7 +66,7 @@ extension_sql_file!(
 extension_sql_file!(
     "../sql/realtime.sql",
     name = "realtime",
-    requires = ["tables"]
+    requires = ["tables", "roles"]
 );
 extension_sql_file!(
     "../sql/energy.sql",

@@ -93,37 +93,61 @@ for (const [fa, fb] of pairs) {
 }
 
 describe('broadcast: private channels and bad input', () => {
-  test('a private channel is for the service role: others cannot join it, nor reach it over REST', async () => {
+  test('a private channel admits whom the policies on flux_realtime.messages admit, in every direction', async () => {
     const name = room('private');
-    const service = new Client(flavors[1], anonKey, await mintToken({ role: 'service_role' }));
+    // Readers of the room hear its broadcasts and presence; senders (can_send) may also send
+    // and track. Claims name the room, so no other test's tokens match these policies.
+    const policy = `rt_${name.replace(/-/g, '_')}`;
+    const claim = (key) => `(current_setting('request.jwt.claims', true)::jsonb ->> '${key}')`;
+    await sql(`CREATE POLICY ${policy}_read ON flux_realtime.messages FOR SELECT TO authenticated
+      USING (flux_realtime.topic() = ${claim('room')})`);
+    await sql(`CREATE POLICY ${policy}_send ON flux_realtime.messages FOR INSERT TO authenticated
+      WITH CHECK (flux_realtime.topic() = ${claim('room')} AND ${claim('can_send')} = 'yes')`);
+    const token = (claims) => mintToken({ role: 'authenticated', ...claims });
+    const readerToken = await token({ room: name });
+    const senderToken = await token({ room: name, can_send: 'yes' });
+    const reader = new Client(flavors[0], anonKey, readerToken);
+    const sender = new Client(flavors[1], anonKey, senderToken);
+    const stranger = new Client(flavors[1], anonKey, await token({ room: 'elsewhere', can_send: 'yes' }));
     const anon = new Client(flavors[1], anonKey);
     const listener = new Client(flavors[0], anonKey, await mintToken({ role: 'service_role' }));
     const outsider = new Client(flavors[0], anonKey);
     try {
+      const refused = /CHANNEL_ERROR: Unauthorized: You do not have permissions to read from this Channel topic/;
+      await assert.rejects(anon.join('x', name, { private: true }), refused);
+      await assert.rejects(stranger.join('x', name, { private: true }), refused);
       await listener.join('l', name, { private: true });
-      await assert.rejects(anon.join('x', name, { private: true }), /CHANNEL_ERROR: Unauthorized: a private channel is for the service role/);
+      await reader.join('r', name, { private: true, broadcast: { ack: true }, presence: { key: 'reader' } });
+      await sender.join('s', name, { private: true, broadcast: { ack: true }, presence: { key: 'sender' } });
       // A public channel of the same name hears nothing private, and its broadcasts stay public.
       await outsider.join('y', name, { broadcast: { ack: true } });
       assert.equal(await outsider.broadcast('y', 'open-breaker', {}), 'ok');
-      await service.join('s', name, { private: true, broadcast: { ack: true } });
-      assert.equal(await service.broadcast('s', 'open-breaker', { ok: true }), 'ok');
-      const got = await listener.waitFor((e) => e.type === 'broadcast', 'the service broadcast');
-      assert.equal(got.payload.event, 'open-breaker');
-      assert.deepEqual(listener.broadcasts('l').map((p) => p.event), ['open-breaker']);
-      // REST: a private message of a non-service key is skipped, not delivered.
-      const post = (key) => fetch(`${env.FLUX_URL}/realtime/v1/api/broadcast`, {
+      assert.equal(await sender.broadcast('s', 'open-breaker', { ok: true }), 'ok');
+      for (const [client, id] of [[listener, 'l'], [reader, 'r']]) {
+        const got = await client.waitFor((e) => e.type === 'broadcast' && e.id === id, 'the sender\'s broadcast');
+        assert.deepEqual([got.payload.event, got.payload.payload], ['open-breaker', { ok: true }]);
+      }
+      // The reader may not send or track: its send is refused, and reaches no one.
+      assert.equal(await reader.broadcast('r', 'close-breaker', {}), 'error');
+      assert.notEqual(await reader.track('r', { at: 'desk' }), 'ok');
+      assert.equal(await sender.track('s', { at: 'site' }), 'ok');
+      await reader.presence('r', (state) => state.sender?.[0]?.at === 'site', 'the sender\'s presence');
+      // REST: a private message goes out when the caller's policies let it send on the topic.
+      const post = (key, event) => fetch(`${env.FLUX_URL}/realtime/v1/api/broadcast`, {
         method: 'POST',
-        headers: { apikey: key, Authorization: `Bearer ${key}`, 'Content-Type': 'application/json' },
-        body: JSON.stringify({ messages: [{ topic: name, event: key === serviceKey ? 'by-service' : 'by-anon', payload: {}, private: true }] }),
+        headers: { apikey: anonKey, Authorization: `Bearer ${key}`, 'Content-Type': 'application/json' },
+        body: JSON.stringify({ messages: [{ topic: name, event, payload: {}, private: true }] }),
       });
-      assert.equal((await post(anonKey)).status, 202);
-      assert.equal((await post(serviceKey)).status, 202);
+      for (const [key, event] of [[anonKey, 'by-anon'], [readerToken, 'by-reader'], [senderToken, 'by-sender'], [serviceKey, 'by-service']]) {
+        assert.equal((await post(key, event)).status, 202);
+      }
       await listener.waitFor((e) => e.type === 'broadcast' && e.payload.event === 'by-service', 'the service REST broadcast');
-      assert.deepEqual(listener.broadcasts('l').map((p) => p.payload), [{ ok: true }, {}], 'the public open-breaker never reached the private channel');
-      assert.deepEqual(listener.broadcasts('l').map((p) => p.event), ['open-breaker', 'by-service']);
+      assert.deepEqual(listener.broadcasts('l').map((p) => p.event), ['open-breaker', 'by-sender', 'by-service']);
       assert.deepEqual(outsider.broadcasts('y'), [], 'nothing private reached the public channel');
     } finally {
-      await Promise.all([service.close(), anon.close(), listener.close(), outsider.close()]);
+      await Promise.all([reader, sender, stranger, anon, listener, outsider].map((c) => c.close()));
+      await sql(`DROP POLICY ${policy}_read ON flux_realtime.messages`);
+      await sql(`DROP POLICY ${policy}_send ON flux_realtime.messages`);
     }
   });
 

@@ -11,6 +11,7 @@
 extern crate flux_log;
 
 mod auth;
+mod authz;
 mod catalog;
 mod change;
 mod db;

@@ -2,6 +2,7 @@
 //! presence changes out to them. Unlike `postgres_changes` nothing here touches the database:
 //! a message goes from one client (or the REST endpoint) to the others on its topic.
 
+use crate::authz::Rights;
 use crate::frames::{self, Encoding};
 use crate::hub::ConnHandle;
 use crate::protocol::{self, Outgoing, Vsn};
@@ -18,6 +19,8 @@ pub struct Member {
     pub role: String,
     /// `config.private`: the channel hears private messages only, a public one public only.
     pub private: bool,
+    /// What the policies let the channel's role do (everything on a public channel).
+    pub rights: Rights,
     /// `config.broadcast.self`: the sender receives its own broadcasts.
     pub receive_own: bool,
     /// `config.presence.key`, or one the server made.
@@ -30,7 +33,7 @@ impl Member {
         conn: Arc<ConnHandle>,
         join_ref: Option<String>,
         role: String,
-        private: bool,
+        (private, rights): (bool, Rights),
         receive_own: bool,
         presence_key: String,
     ) -> Member {
@@ -39,6 +42,7 @@ impl Member {
             join_ref,
             role,
             private,
+            rights,
             receive_own,
             presence_key,
             presence: None,
@@ -143,6 +147,7 @@ impl Rooms {
         let mut delivered = 0;
         for member in room.values() {
             if member.private != private
+                || !member.rights.broadcast_read
                 || Some(member.conn.id) == from && !member.receive_own
                 || !admit(member)
             {
@@ -242,7 +247,7 @@ fn diff(
     let payload =
         serde_json::json!({ "joins": grouped(joins), "leaves": grouped(leaves) }).to_string();
     let mut encoded: [Option<String>; 2] = [None, None];
-    for member in room.values() {
+    for member in room.values().filter(|m| m.rights.presence_read) {
         let vsn = member.conn.vsn;
         let frame = encoded[vsn as usize].get_or_insert_with(|| {
             protocol::encode(
@@ -369,7 +374,14 @@ mod tests {
     }
 
     fn member(conn: Arc<ConnHandle>, receive_own: bool, key: &str) -> Member {
-        Member::new(conn, None, "anon".into(), false, receive_own, key.into())
+        Member::new(
+            conn,
+            None,
+            "anon".into(),
+            (false, Rights::ALL),
+            receive_own,
+            key.into(),
+        )
     }
 
     fn texts(rx: &mut UnboundedReceiver<Out>) -> Vec<Value> {
@@ -440,9 +452,28 @@ mod tests {
                 private,
                 None,
                 "service_role".into(),
-                true,
+                (true, Rights::ALL),
                 false,
                 "b".into(),
+            ),
+        );
+        // Joined as private, but its policies let it hear neither broadcast nor presence.
+        let (deaf, mut r_deaf) = conn(3, Vsn::V2);
+        let nothing = Rights {
+            broadcast_read: false,
+            broadcast_write: true,
+            presence_read: false,
+            presence_write: true,
+        };
+        rooms.join(
+            "realtime:site",
+            Member::new(
+                deaf,
+                None,
+                "anon".into(),
+                (true, nothing),
+                false,
+                "c".into(),
             ),
         );
         let payload = r#"{"type":"broadcast","event":"e","payload":{}}"#;
@@ -470,6 +501,9 @@ mod tests {
         );
         assert_eq!(texts(&mut r_public).len(), 1);
         assert!(texts(&mut r_private).is_empty());
+        rooms.track("realtime:site", 1, Map::new());
+        assert_eq!(texts(&mut r_private).len(), 1, "a presence diff");
+        assert!(texts(&mut r_deaf).is_empty());
     }
 
     #[test]

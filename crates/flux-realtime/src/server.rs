@@ -2,6 +2,7 @@
 //! the api key checked before the upgrade, and `/health`.
 
 use crate::auth;
+use crate::authz;
 use crate::hub::ConnHandle;
 use crate::limits::Refusal;
 use crate::protocol::Vsn;
@@ -18,6 +19,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
@@ -276,11 +278,28 @@ async fn rest_broadcast(req: Request<Incoming>, state: &State) -> Reply {
             );
         }
     }
+    // A private message goes out only if the caller's policies let it send on the topic; as
+    // in Supabase, refused ones are skipped and the batch is still accepted.
+    let mut may_send: HashMap<String, bool> = HashMap::new();
     for m in batch.messages {
-        // Private channels take only the service role's messages; others are skipped, as
-        // Supabase skips what a channel's policies refuse.
-        if m.private && auth.role != "service_role" {
-            continue;
+        if m.private {
+            let allowed = match may_send.get(&m.topic) {
+                Some(&allowed) => allowed,
+                None => {
+                    let allowed = match authz::rights(state, &auth, &m.topic).await {
+                        Ok(rights) => rights.broadcast_write,
+                        Err(e) => {
+                            log!("broadcast: the policies of a private topic could not be checked: {e}");
+                            false
+                        }
+                    };
+                    may_send.insert(m.topic.clone(), allowed);
+                    allowed
+                }
+            };
+            if !allowed {
+                continue;
+            }
         }
         state.broadcast_from_server(
             &m.topic,

@@ -2,6 +2,7 @@
 //! draining the connection's send queue on the way out.
 
 use crate::auth::{self, Auth};
+use crate::authz::{self, Rights};
 use crate::dispatch;
 use crate::frames;
 use crate::hub::{ChannelSub, ConnHandle, Out};
@@ -43,8 +44,10 @@ struct Joined {
     auth: Arc<Auth>,
     /// `config.broadcast.ack`: broadcasts are answered.
     ack: bool,
-    /// `config.private` (joined by the service role only).
+    /// `config.private`.
     private: bool,
+    /// What the policies let the role do on a private channel; everything on a public one.
+    rights: Rights,
     presence_calls: Bucket,
 }
 
@@ -328,13 +331,6 @@ impl Session {
             ),
             None => self.apikey.clone(),
         };
-        if request.private && auth.role != "service_role" {
-            // What a private channel carries is for those its policies admit; until row-level
-            // authorisation of private channels exists, that is the service role alone.
-            return Err(JoinError(
-                "Unauthorized: a private channel is for the service role (row-level authorisation of private channels is not built yet)".into(),
-            ));
-        }
         let now = time::now_micros() / 1_000_000;
         if auth.exp <= now {
             // The connection's api key has expired: it opens no more channels.
@@ -343,6 +339,24 @@ impl Session {
                 now - auth.exp
             )));
         }
+        let rights = if request.private {
+            let topic = msg.topic.strip_prefix("realtime:").unwrap_or(&msg.topic);
+            let rights = authz::rights(&self.state, &auth, topic)
+                .await
+                .map_err(|e| {
+                    JoinError(format!(
+                        "Unauthorized: the channel's policies could not be checked: {e}"
+                    ))
+                })?;
+            if !rights.broadcast_read && !rights.presence_read {
+                return Err(JoinError(format!(
+                    "Unauthorized: You do not have permissions to read from this Channel topic: {topic}"
+                )));
+            }
+            rights
+        } else {
+            Rights::ALL
+        };
         let publication = &self.state.config.publication;
         let mut catalog = self.state.catalog();
         let mut resolved = join::resolve(&request.postgres_changes, &catalog, publication, || {
@@ -435,12 +449,12 @@ impl Session {
                 self.conn.clone(),
                 msg.join_ref.clone(),
                 auth.role.clone(),
-                request.private,
+                (request.private, rights),
                 request.broadcast_self,
                 presence_key,
             ),
         );
-        if request.presence_enabled {
+        if request.presence_enabled && rights.presence_read {
             // supabase-js holds back presence diffs until the state of its join arrives.
             self.send(
                 msg.join_ref.as_deref(),
@@ -460,6 +474,7 @@ impl Session {
                 auth,
                 ack: request.broadcast_ack,
                 private: request.private,
+                rights,
                 presence_calls: Bucket::new(calls / PRESENCE_WINDOW_SECONDS, calls, Instant::now()),
             },
         );
@@ -626,6 +641,14 @@ impl Session {
         if size > limits.payload_bytes {
             return answer(self, false, r#"{"error":"payload_size_exceeded"}"#);
         }
+        if !joined.rights.broadcast_write {
+            // Dropped, as Supabase drops it; a channel that asked for acks learns why.
+            return answer(
+                self,
+                false,
+                &protocol::reason("Unauthorized: the channel's policies do not let you send"),
+            );
+        }
         let private = joined.private;
         let state = &self.state;
         let admit = |m: &Member| state.admit_event(&m.role, &m.conn, topic, m.join_ref.as_deref());
@@ -649,6 +672,11 @@ impl Session {
             .and_then(|e| e.as_str())
             .map(str::to_ascii_lowercase);
         match event.as_deref() {
+            Some("track") if !joined.rights.presence_write => self.reply(
+                msg,
+                false,
+                &protocol::reason("Unauthorized: the channel's policies do not let you track"),
+            ),
             Some("track") => {
                 let meta = match msg.payload.get("payload") {
                     None | Some(serde_json::Value::Null) => serde_json::Map::new(),
