@@ -124,18 +124,13 @@ start_postgres() {
     library_sum >"$LOADED_LIBRARY"
 }
 
-# The install script of the extension version PostgreSQL offers.
-install_script() {
-    local version
-    version=$(flux_psql -Atc "SELECT default_version FROM pg_available_extensions WHERE name = 'flux'")
-    echo "$PG_TREE/share/postgresql/15/extension/flux--$version.sql"
-}
-
 create_extension() {
-    local existed script_sum sum_file=$FLUX_HOME/run/extension.sha256
-    existed=$(flux_psql -Atc "SELECT count(*) FROM pg_extension WHERE extname = 'flux'")
-    script_sum=$(sha256sum "$(install_script)" | cut -d' ' -f1)
-    if [[ $existed == 0 ]]; then
+    local installed offered script_sum sum_file=$FLUX_HOME/run/extension.sha256
+    installed=$(flux_psql -Atc "SELECT extversion FROM pg_extension WHERE extname = 'flux'")
+    offered=$(flux_psql -Atc "SELECT default_version FROM pg_available_extensions WHERE name = 'flux'")
+    script_sum=$(sha256sum "$PG_TREE/share/postgresql/15/extension/flux--$offered.sql" | cut -d' ' -f1)
+    if [[ $installed != "$offered" ]]; then
+        # Created or updated below: the database will have this script's schema.
         echo "$script_sum" >"$sum_file"
     elif [[ -f $sum_file && $(<"$sum_file") != "$script_sum" ]]; then
         # Same version, different SQL: only a development build does this. ALTER EXTENSION
