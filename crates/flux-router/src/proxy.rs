@@ -261,7 +261,7 @@ impl Router {
         path: &str,
         query: &str,
     ) -> Reply {
-        let stream = match TcpStream::connect(self.config.realtime).await {
+        let stream = match self.connect_realtime().await {
             Ok(s) => s,
             Err(e) => return self.upstream_failed("the realtime server", &e),
         };
@@ -299,6 +299,20 @@ impl Router {
         let mut reply = empty(StatusCode::SWITCHING_PROTOCOLS);
         *reply.headers_mut() = response.headers().clone();
         reply
+    }
+
+    /// Connects to the realtime server, retrying while it is not listening (a restart), for
+    /// at most `upgrade_wait`.
+    async fn connect_realtime(&self) -> std::io::Result<TcpStream> {
+        const RETRY: Duration = Duration::from_millis(250);
+        let deadline = tokio::time::Instant::now() + self.config.upgrade_wait;
+        loop {
+            match TcpStream::connect(self.config.realtime).await {
+                Ok(stream) => return Ok(stream),
+                Err(e) if tokio::time::Instant::now() + RETRY > deadline => return Err(e),
+                Err(_) => tokio::time::sleep(RETRY).await,
+            }
+        }
     }
 
     fn too_large(&self, headers: &HeaderMap) -> Option<Reply> {
