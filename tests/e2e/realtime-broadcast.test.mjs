@@ -144,6 +144,12 @@ describe('broadcast: private channels and bad input', () => {
       await listener.waitFor((e) => e.type === 'broadcast' && e.payload.event === 'by-service', 'the service REST broadcast');
       assert.deepEqual(listener.broadcasts('l').map((p) => p.event), ['open-breaker', 'by-sender', 'by-service']);
       assert.deepEqual(outsider.broadcasts('y'), [], 'nothing private reached the public channel');
+      // New claims are checked again: a token the policies refuse ends the reader's channel.
+      await reader.setAuth(await token({ room: 'elsewhere' }));
+      await reader.waitFor((e) => e.type === 'status' && e.id === 'r' && ['CLOSED', 'CHANNEL_ERROR'].includes(e.status), 'the reader\'s channel ended');
+      assert.equal(await sender.broadcast('s', 'after-refresh', {}), 'ok');
+      await listener.waitFor((e) => e.type === 'broadcast' && e.payload.event === 'after-refresh', 'the broadcast after the refresh');
+      assert.ok(!reader.broadcasts('r').some((p) => p.event === 'after-refresh'), 'the refused reader heard nothing more');
     } finally {
       await Promise.all([reader, sender, stranger, anon, listener, outsider].map((c) => c.close()));
       await sql(`DROP POLICY ${policy}_read ON flux_realtime.messages`);

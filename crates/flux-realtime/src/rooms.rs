@@ -160,6 +160,13 @@ impl Rooms {
         delivered
     }
 
+    /// What a connection's channel may now do (its token changed).
+    pub fn set_rights(&self, topic: &str, conn: u64, rights: Rights) {
+        if let Some(member) = self.lock().get_mut(topic).and_then(|r| r.get_mut(&conn)) {
+            member.rights = rights;
+        }
+    }
+
     /// Tracks (or updates) a connection's presence on a topic: everyone gets the diff.
     pub fn track(&self, topic: &str, conn: u64, meta: Map<String, Value>) {
         let phx_ref = self.phx_ref();

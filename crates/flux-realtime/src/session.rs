@@ -255,7 +255,7 @@ impl Session {
                 self.reply(&msg, true, "{}");
                 self.close_channel(&msg.topic, None);
             }
-            (_, "access_token") => self.access_token(&msg),
+            (_, "access_token") => self.access_token(&msg).await,
             (_, "broadcast") => self.broadcast(&msg),
             (_, "presence") => self.presence(&msg),
             _ => {}
@@ -481,7 +481,7 @@ impl Session {
         Ok(summary)
     }
 
-    fn access_token(&mut self, msg: &Incoming) {
+    async fn access_token(&mut self, msg: &Incoming) {
         let token = msg.payload.get("access_token").and_then(|t| t.as_str());
         let verified = token
             .ok_or_else(|| "access_token missing".to_owned())
@@ -506,12 +506,36 @@ impl Session {
                 );
             }
             Ok(auth) => {
-                let Some(joined) = self.channels.get_mut(&msg.topic) else {
+                let Some(joined) = self.channels.get(&msg.topic) else {
                     return;
                 };
                 if *joined.auth == auth {
                     return;
                 }
+                // New claims may change what a private channel's policies allow.
+                let rights = if joined.private {
+                    let topic = msg.topic.strip_prefix("realtime:").unwrap_or(&msg.topic);
+                    match authz::rights(&self.state, &auth, topic).await {
+                        Ok(r) if r.broadcast_read || r.presence_read => r,
+                        refused => {
+                            let why = match refused {
+                                Err(e) => format!("the channel's policies could not be checked: {e}"),
+                                Ok(_) => format!("You do not have permissions to read from this Channel topic: {topic}"),
+                            };
+                            return self
+                                .close_channel(&msg.topic, Some(&format!("Unauthorized: {why}")));
+                        }
+                    }
+                } else {
+                    Rights::ALL
+                };
+                let Some(joined) = self.channels.get_mut(&msg.topic) else {
+                    return;
+                };
+                joined.rights = rights;
+                self.state
+                    .rooms
+                    .set_rights(&msg.topic, self.conn.id, rights);
                 joined.auth = Arc::new(auth);
                 if let Some(old) = &joined.sub {
                     let sub = Arc::new(ChannelSub {
