@@ -14,7 +14,7 @@ before(async () => {
   await sql('CREATE EXTENSION IF NOT EXISTS citext SCHEMA public');
   await sql(`CREATE TABLE flux.${table} (id int PRIMARY KEY, label text COLLATE "und-x-icu",
     code character(4), email public.citext, doc jsonb, span interval, raw json, plain text,
-    at timestamptz, amount numeric, ratio float8, flag boolean, ref uuid)`);
+    at timestamptz, amount numeric, ratio float8, flag boolean, ref uuid, tags int4[], docs json[])`);
   await sql(`GRANT SELECT ON flux.${table} TO anon`);
   await sql(`ALTER PUBLICATION supabase_realtime ADD TABLE flux.${table}`);
 });
@@ -71,14 +71,15 @@ const cases = [
   ['ratio=gt.Infinity', `ratio > 'Infinity'`],
   ['flag=eq.yes', `flag`],
   ['ref=eq.{8D694730EB5A42D9A4B4B375E433B33B}', `ref = '8d694730-eb5a-42d9-a4b4-b375e433b33b'`],
+  ['tags=in.("{1,2}","{3}")', `tags IN ('{1,2}', '{3}')`],
 ];
 
 const rows = [
-  [1, 'apple', 'ab', 'ops@example.com', '{"a": 1, "b": 2}', '1 day', 'zebra', '2026-01-01T08:00Z', '2', 1.5, true, '8d694730-eb5a-42d9-a4b4-b375e433b33b'],
-  [2, 'Banana', 'cd', 'alice@example.com', '{"a": 2}', '23 hours', 'apple', '2026-01-01T09:00Z', '1.5', 'NaN', false, null],
-  [3, 'Äpfel', 'ab  ', 'OPS@EXAMPLE.COM', '{"a": 1}', '25 hours', 'Mango', '2026-01-01T07:59:59.999999Z', '1.49', 'Infinity', null, null],
-  [4, 'b', 'x', 'zed@example.com', '[1]', '1 mon', 'm', '2026-01-01T10:00Z', '2.0', -1, true, '00000000-0000-0000-0000-000000000000'],
-  [5, 'äpfel', null, null, null, null, null, null, null, null, null, null],
+  [1, 'apple', 'ab', 'ops@example.com', '{"a": 1, "b": 2}', '1 day', 'zebra', '2026-01-01T08:00Z', '2', 1.5, true, '8d694730-eb5a-42d9-a4b4-b375e433b33b', '{1,2}', '{"{}"}'],
+  [2, 'Banana', 'cd', 'alice@example.com', '{"a": 2}', '23 hours', 'apple', '2026-01-01T09:00Z', '1.5', 'NaN', false, null, '{2,1}', '{"[]"}'],
+  [3, 'Äpfel', 'ab  ', 'OPS@EXAMPLE.COM', '{"a": 1}', '25 hours', 'Mango', '2026-01-01T07:59:59.999999Z', '1.49', 'Infinity', null, null, '{3}', null],
+  [4, 'b', 'x', 'zed@example.com', '[1]', '1 mon', 'm', '2026-01-01T10:00Z', '2.0', -1, true, '00000000-0000-0000-0000-000000000000', '{}', '{}'],
+  [5, 'äpfel', null, null, null, null, null, null, null, null, null, null, null, null],
 ];
 
 test('filters PostgreSQL evaluates deliver exactly what the same condition selects', async () => {
@@ -88,8 +89,8 @@ test('filters PostgreSQL evaluates deliver exactly what the same condition selec
   const ids = client.reply.response.postgres_changes.map((b) => b.id);
   await sleep(200);
   for (const r of rows) {
-    await sql(`INSERT INTO flux.${table} (id, label, code, email, doc, span, plain, at, amount, ratio, flag, ref)
-      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`, r);
+    await sql(`INSERT INTO flux.${table} (id, label, code, email, doc, span, plain, at, amount, ratio, flag, ref, tags, docs)
+      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`, r);
   }
   const unfiltered = ids.at(-1);
   const deliveries = () => client.inbox.filter((m) => m[3] === 'postgres_changes');
@@ -111,5 +112,6 @@ test('a value PostgreSQL rejects, or a type without the operator, is a join erro
   assert.match((await refusal('amount=eq.1,5')).response.reason, /^InvalidFilter: invalid input syntax for type numeric/);
   assert.match((await refusal('at=lt.whenever')).response.reason, /^InvalidFilter: invalid input syntax for type timestamp with time zone/);
   assert.match((await refusal('raw=eq.{}')).response.reason, /^InvalidFilter: operator does not exist: json = json/);
+  assert.match((await refusal('docs=eq.{}')).response.reason, /^InvalidFilter: could not identify an equality operator for type json/);
   assert.equal((await refusal('label=lt.m')).status, 'ok');
 });

@@ -11,6 +11,22 @@ pub struct Auth {
     pub exp: i64,
 }
 
+impl Auth {
+    /// The same role and claims, but for the token's lifetime (`exp`, `iat`, `nbf`): what a
+    /// routine token refresh changes, and no policy should depend on.
+    pub fn same_identity(&self, other: &Auth) -> bool {
+        let identity = |a: &Auth| {
+            let mut claims: serde_json::Map<String, Value> =
+                serde_json::from_str(&a.claims).unwrap_or_default();
+            for lifetime in ["exp", "iat", "nbf"] {
+                claims.remove(lifetime);
+            }
+            claims
+        };
+        self.role == other.role && identity(self) == identity(other)
+    }
+}
+
 /// Verifies an HS256 token as Supabase's realtime does: signature, then `exp` and `role`
 /// must be present.
 pub fn verify(token: &str, secret: &[u8], now: i64) -> Result<Auth, String> {
@@ -39,6 +55,20 @@ mod tests {
     use serde_json::json;
 
     const SECRET: &[u8] = b"a-test-secret-that-is-at-least-32-characters";
+
+    #[test]
+    fn a_refreshed_token_is_the_same_identity_new_claims_are_not() {
+        let auth = |claims: Value| from_claims(claims.as_object().unwrap().clone()).unwrap();
+        let a = auth(json!({"role": "authenticated", "site": "W", "exp": 10, "iat": 1}));
+        let refreshed = auth(json!({"role": "authenticated", "site": "W", "exp": 20, "iat": 11}));
+        assert!(a.same_identity(&refreshed));
+        assert!(!a.same_identity(&auth(
+            json!({"role": "authenticated", "site": "X", "exp": 10})
+        )));
+        assert!(!a.same_identity(&auth(
+            json!({"role": "anon", "site": "W", "exp": 10, "iat": 1})
+        )));
+    }
 
     fn token(claims: Value) -> String {
         flux_jwt::sign(claims.as_object().unwrap(), SECRET).unwrap()

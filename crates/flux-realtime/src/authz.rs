@@ -4,7 +4,11 @@
 use crate::auth::Auth;
 use crate::db::DbError;
 use crate::state::State;
+use std::time::Duration;
 use tokio_postgres::error::SqlState;
+
+/// Longest wait for a connection of the check pool: past it the check fails (closed).
+const POOL_WAIT: Duration = Duration::from_secs(5);
 
 /// A role's rights on one private topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,12 +34,19 @@ const EXTENSIONS: [&str; 2] = ["broadcast", "presence"];
 /// Evaluates the policies for `auth` on `topic` (the channel name without `realtime:`), in a
 /// transaction that is rolled back: a row of each extension is inserted as this server's
 /// role, and read back as `auth`'s (read rights); then each is inserted as `auth`'s role
-/// (write rights: a policy refusal is 42501).
-pub async fn rights(state: &State, auth: &Auth, topic: &str) -> Result<Rights, DbError> {
+/// (write rights: a policy refusal is 42501). `Err` says why the check could not be made.
+pub async fn rights(state: &State, auth: &Auth, topic: &str) -> Result<Rights, String> {
     if auth.role == "service_role" {
         return Ok(Rights::ALL);
     }
-    let mut conn = state.pool.get().await?;
+    match tokio::time::timeout(POOL_WAIT, check(state, auth, topic)).await {
+        Ok(checked) => checked.map_err(|e| e.to_string()),
+        Err(_) => Err("the database is busy".into()),
+    }
+}
+
+async fn check(state: &State, auth: &Auth, topic: &str) -> Result<Rights, DbError> {
+    let mut conn = state.check_pool.get().await?;
     let mut tx = conn.client.transaction().await?;
     let ids: Vec<String> = tx
         .query(

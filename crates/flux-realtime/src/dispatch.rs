@@ -403,56 +403,74 @@ fn check_sql(table: &Table, batched: bool) -> String {
 }
 
 /// The (change, filter address) pairs among the candidates' questions whose filter holds, as
-/// PostgreSQL evaluates it: per table, one query over every distinct pair, with the changed
-/// rows as the table's row type.
+/// PostgreSQL evaluates it: per table, its changed rows once and each distinct filter with the
+/// changes it is asked about.
 async fn evaluate_in_database(
     state: &State,
     changes: &[Option<Change>],
     candidates: &[Candidate<'_>],
 ) -> HashSet<(usize, usize)> {
-    // table → (its distinct filters, its distinct (change, filter index) pairs)
-    type Questions<'c> = (Vec<&'c Compiled>, BTreeSet<(usize, usize)>);
+    // table → its distinct filters, each with the changes asked about and the addresses of
+    // the equal filters of every channel that asked.
+    type Questions<'c> = Vec<(&'c Compiled, BTreeSet<usize>, HashSet<usize>)>;
     let mut by_table: BTreeMap<u32, (Arc<Table>, Questions)> = BTreeMap::new();
     for c in candidates {
         let Some(change) = &changes[c.change] else {
             continue;
         };
-        let (_, (filters, pairs)) = by_table
+        let (_, questions) = by_table
             .entry(change.table.oid)
-            .or_insert_with(|| (change.table.clone(), Default::default()));
+            .or_insert_with(|| (change.table.clone(), Vec::new()));
         for &(_, filter) in &c.ask {
-            let fi = match filters.iter().position(|f| *f == filter) {
-                Some(fi) => fi,
+            let i = match questions.iter().position(|(f, ..)| *f == filter) {
+                Some(i) => i,
                 None => {
-                    filters.push(filter);
-                    filters.len() - 1
+                    questions.push((filter, BTreeSet::new(), HashSet::new()));
+                    questions.len() - 1
                 }
             };
-            pairs.insert((c.change, fi));
+            questions[i].1.insert(c.change);
+            questions[i].2.insert(filter_address(filter));
         }
     }
-    let queries = by_table
-        .values()
-        .map(|(table, (filters, pairs))| async move {
-            let result = filter_query(state, table, changes, filters, pairs).await;
-            let matched = result.unwrap_or_else(|e| {
-                log!("filter evaluation on {} failed: {e}", table.qualified());
-                Vec::new()
-            });
-            // Equal filters of several channels were asked once: answer each of them.
-            matched
-                .into_iter()
-                .flat_map(|(ci, fi)| {
-                    candidates
-                        .iter()
-                        .filter(move |c| c.change == ci)
-                        .flat_map(|c| c.ask.iter())
-                        .filter(move |(_, f)| *f == filters[fi])
-                        .map(move |(_, f)| (ci, filter_address(f)))
-                })
-                .collect::<Vec<_>>()
+    let queries =
+        by_table.values().map(|(table, questions)| async move {
+            let mut answers = Vec::new();
+            for chunk in questions.chunks(FILTERS_PER_QUERY) {
+                let held = match filter_query(state, table, changes, chunk).await {
+                    Ok(held) => held,
+                    // One filter's error (a type that cannot compare after all, a catalog change)
+                    // must not cost the others their deliveries: ask each alone.
+                    Err(_) if chunk.len() > 1 => {
+                        let mut held = Vec::new();
+                        for (i, question) in chunk.iter().enumerate() {
+                            let alone = std::slice::from_ref(question);
+                            match filter_query(state, table, changes, alone).await {
+                                Ok(found) => held.extend(found.into_iter().map(|(_, c)| (i, c))),
+                                Err(e) => log_filter_error(table, &e),
+                            }
+                        }
+                        held
+                    }
+                    Err(e) => {
+                        log_filter_error(table, &e);
+                        Vec::new()
+                    }
+                };
+                answers.extend(held.into_iter().flat_map(|(i, change)| {
+                    chunk[i].2.iter().map(move |&address| (change, address))
+                }));
+            }
+            answers
         });
     join_all(queries).await.into_iter().flatten().collect()
+}
+
+/// Distinct filters per query: each takes two parameters, of PostgreSQL's 65,535.
+const FILTERS_PER_QUERY: usize = 500;
+
+fn log_filter_error(table: &Table, e: &DbError) {
+    log!("filter evaluation on {} failed: {e}", table.qualified());
 }
 
 /// A filter's identity within one batch (a plain number keeps the dispatch future `Send`).
@@ -460,67 +478,76 @@ fn filter_address(filter: &Compiled) -> usize {
     filter as *const Compiled as usize
 }
 
-/// One table's filter questions as one query: `SELECT … FROM unnest(pair, filter, row)` with
-/// a `CASE` over the distinct filters.
+/// One query for some of a table's filter questions: the changed rows, each once, as the
+/// table's row type; then per filter, the rows asked about that satisfy it. Returns (index
+/// into `questions`, change index) of each that does.
 async fn filter_query(
     state: &State,
     table: &Table,
     changes: &[Option<Change>],
-    filters: &[&Compiled],
-    pairs: &BTreeSet<(usize, usize)>,
+    questions: &[(&Compiled, BTreeSet<usize>, HashSet<usize>)],
 ) -> Result<Vec<(usize, usize)>, DbError> {
-    let keys: Vec<(usize, usize)> = pairs.iter().copied().collect();
-    let pair_index: Vec<i32> = (0..keys.len() as i32).collect();
-    let filter_index: Vec<i32> = keys.iter().map(|&(_, fi)| fi as i32).collect();
-    let rows: Vec<String> = keys
+    let asked: BTreeSet<usize> = questions.iter().flat_map(|q| q.1.iter().copied()).collect();
+    let indexes: Vec<i32> = asked.iter().map(|&ci| ci as i32).collect();
+    let rows: Vec<String> = asked
         .iter()
-        .map(|&(ci, _)| {
+        .map(|&ci| {
             changes[ci]
                 .as_ref()
                 .map(Change::filter_row_json)
                 .unwrap_or_default()
         })
         .collect();
-    let mut arms = String::new();
-    let mut values = Vec::with_capacity(filters.len());
-    for (fi, f) in filters.iter().enumerate() {
-        let (condition, value) = f
-            .sql_condition(4 + fi)
+    let mut branches = Vec::with_capacity(questions.len());
+    let mut params: Vec<Box<dyn ToSql + Sync + Send>> = vec![Box::new(indexes), Box::new(rows)];
+    for (i, (filter, changes_asked, _)) in questions.iter().enumerate() {
+        let (condition, values) = filter
+            .sql_condition(params.len() + 2)
             .expect("only filters PostgreSQL evaluates are asked");
-        arms.push_str(&format!(" WHEN {fi} THEN {condition}"));
-        values.push(value);
+        let asked_here: Vec<i32> = changes_asked.iter().map(|&ci| ci as i32).collect();
+        branches.push(format!(
+            "SELECT {i}, x.{POSITION} FROM unnest(${}::int4[]) AS a(i) JOIN x ON x.{POSITION} = a.i WHERE {condition}",
+            params.len() + 1
+        ));
+        params.push(Box::new(asked_here));
+        params.push(Box::new(values));
     }
-    let sql = filter_sql(table, &arms);
-    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&pair_index, &filter_index, &rows];
-    params.extend(values.iter().map(|v| v as &(dyn ToSql + Sync)));
+    let sql = format!(
+        "WITH x AS MATERIALIZED (SELECT k.i AS {POSITION}, p.* \
+         FROM unnest($1::int4[], $2::text[]) AS k(i, r) \
+         CROSS JOIN LATERAL jsonb_populate_record(NULL::{}, k.r::jsonb) AS p) {}",
+        table.qualified(),
+        branches.join(" UNION ALL ")
+    );
+    let params: Vec<&(dyn ToSql + Sync)> = params
+        .iter()
+        .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+        .collect();
     let conn = state.pool.get().await?;
     let found = conn.client.query(&sql, &params).await?;
     Ok(found
         .iter()
-        .map(|r| keys[r.get::<_, i32>(0) as usize])
+        .map(|r| (r.get::<_, i32>(0) as usize, r.get::<_, i32>(1) as usize))
         .collect())
 }
 
-fn filter_sql(table: &Table, arms: &str) -> String {
-    format!(
-        "SELECT k.p FROM unnest($1::int4[], $2::int4[], $3::text[]) AS k(p, f, r) \
-         CROSS JOIN LATERAL jsonb_populate_record(NULL::{}, k.r::jsonb) AS x \
-         WHERE CASE k.f{arms} ELSE false END",
-        table.qualified()
-    )
-}
+/// The changed row's position in a filter query, named so as not to meet a column's name.
+const POSITION: &str = "\"flux.change\"";
 
 /// Checks at join that PostgreSQL accepts a filter it will evaluate: the value's syntax, and
-/// that the column's type has the operator. `Err` carries PostgreSQL's message.
+/// that the column's type has the operator, on values that are not NULL. `Err` carries
+/// PostgreSQL's message.
 pub async fn check_filter(state: &State, table: &Table, filter: &Compiled) -> Result<(), String> {
     let Some((condition, values)) = filter.sql_condition(1) else {
         return Ok(());
     };
+    let column = &table.columns[filter.column];
     let sql = format!(
-        "SELECT {condition} FROM jsonb_populate_record(NULL::{}, '{{}}') AS x",
-        table.qualified()
+        "SELECT {condition} FROM (SELECT ($1::text[])[1]::{} AS {}) AS x",
+        column.base_type,
+        quote_ident(&column.name)
     );
-    let conn = state.pool.get().await.map_err(|e| e.to_string())?;
+    let conn = state.check_pool.get().await.map_err(|e| e.to_string())?;
     conn.client
         .query(&sql, &[&values])
         .await

@@ -519,7 +519,8 @@ impl Compiled {
             return None;
         };
         let condition = if self.op == Op::In {
-            format!("x.{column} = ANY(${param}::text[]::{base_type}[])")
+            // Not `= ANY(…::type[])`: that is no type when the type is an array (`_int4`).
+            format!("x.{column} IN (SELECT v::{base_type} FROM unnest(${param}::text[]) AS v)")
         } else {
             format!(
                 "x.{column} {} (${param}::text[])[1]::{base_type}",
@@ -598,7 +599,7 @@ mod tests {
         assert_eq!(
             condition("code=in.(a,\"b,c\")"),
             (
-                r#"x."code" = ANY($4::text[]::bpchar[])"#.into(),
+                r#"x."code" IN (SELECT v::bpchar FROM unnest($4::text[]) AS v)"#.into(),
                 vec!["a".into(), "b,c".into()]
             )
         );

@@ -70,14 +70,18 @@ pub enum Message<'a> {
     },
 }
 
+/// A room is a topic joined as private, or the same topic joined as public: the two share
+/// neither broadcasts nor presence.
+type RoomKey = (bool, String);
+
 #[derive(Default)]
 pub struct Rooms {
-    rooms: Mutex<HashMap<String, HashMap<u64, Member>>>,
+    rooms: Mutex<HashMap<RoomKey, HashMap<u64, Member>>>,
     next_ref: AtomicU64,
 }
 
 impl Rooms {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashMap<u64, Member>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<RoomKey, HashMap<u64, Member>>> {
         self.rooms.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -89,7 +93,7 @@ impl Rooms {
     /// the topic's presence state, which the caller sends after the join reply.
     pub fn join(&self, topic: &str, member: Member) -> String {
         let mut rooms = self.lock();
-        let room = rooms.entry(topic.to_owned()).or_default();
+        let room = rooms.entry((member.private, topic.to_owned())).or_default();
         let left = room
             .insert(member.conn.id, member)
             .and_then(|old| old.presence.map(|t| (old.presence_key, t)));
@@ -105,9 +109,10 @@ impl Rooms {
     }
 
     /// Removes a connection's channel; its presence, if tracked, leaves.
-    pub fn leave(&self, topic: &str, conn: u64) {
+    pub fn leave(&self, topic: &str, private: bool, conn: u64) {
+        let key = (private, topic.to_owned());
         let mut rooms = self.lock();
-        let Some(room) = rooms.get_mut(topic) else {
+        let Some(room) = rooms.get_mut(&key) else {
             return;
         };
         if let Some(Member {
@@ -124,7 +129,7 @@ impl Rooms {
             );
         }
         if room.is_empty() {
-            rooms.remove(topic);
+            rooms.remove(&key);
         }
     }
 
@@ -140,14 +145,13 @@ impl Rooms {
         admit: &dyn Fn(&Member) -> bool,
     ) -> usize {
         let rooms = self.lock();
-        let Some(room) = rooms.get(topic) else {
+        let Some(room) = rooms.get(&(private, topic.to_owned())) else {
             return 0;
         };
         let mut frames = Frames::new(topic, message);
         let mut delivered = 0;
         for member in room.values() {
-            if member.private != private
-                || !member.rights.broadcast_read
+            if !member.rights.broadcast_read
                 || Some(member.conn.id) == from && !member.receive_own
                 || !admit(member)
             {
@@ -161,17 +165,19 @@ impl Rooms {
     }
 
     /// What a connection's channel may now do (its token changed).
-    pub fn set_rights(&self, topic: &str, conn: u64, rights: Rights) {
-        if let Some(member) = self.lock().get_mut(topic).and_then(|r| r.get_mut(&conn)) {
+    pub fn set_rights(&self, topic: &str, private: bool, conn: u64, rights: Rights) {
+        let mut rooms = self.lock();
+        let room = rooms.get_mut(&(private, topic.to_owned()));
+        if let Some(member) = room.and_then(|r| r.get_mut(&conn)) {
             member.rights = rights;
         }
     }
 
     /// Tracks (or updates) a connection's presence on a topic: everyone gets the diff.
-    pub fn track(&self, topic: &str, conn: u64, meta: Map<String, Value>) {
+    pub fn track(&self, topic: &str, private: bool, conn: u64, meta: Map<String, Value>) {
         let phx_ref = self.phx_ref();
         let mut rooms = self.lock();
-        let Some(room) = rooms.get_mut(topic) else {
+        let Some(room) = rooms.get_mut(&(private, topic.to_owned())) else {
             return;
         };
         let Some(member) = room.get_mut(&conn) else {
@@ -200,9 +206,9 @@ impl Rooms {
         diff(topic, room, &BTreeMap::from([(key, vec![meta])]), &leaves);
     }
 
-    pub fn untrack(&self, topic: &str, conn: u64) {
+    pub fn untrack(&self, topic: &str, private: bool, conn: u64) {
         let mut rooms = self.lock();
-        let Some(room) = rooms.get_mut(topic) else {
+        let Some(room) = rooms.get_mut(&(private, topic.to_owned())) else {
             return;
         };
         let Some(member) = room.get_mut(&conn) else {
@@ -508,9 +514,15 @@ mod tests {
         );
         assert_eq!(texts(&mut r_public).len(), 1);
         assert!(texts(&mut r_private).is_empty());
-        rooms.track("realtime:site", 1, Map::new());
+        rooms.track("realtime:site", true, 2, Map::new());
         assert_eq!(texts(&mut r_private).len(), 1, "a presence diff");
         assert!(texts(&mut r_deaf).is_empty());
+        rooms.track("realtime:site", false, 1, Map::new());
+        assert_eq!(texts(&mut r_public).len(), 1, "a presence diff");
+        assert!(
+            texts(&mut r_private).is_empty(),
+            "public presence stays public"
+        );
     }
 
     #[test]
@@ -559,7 +571,7 @@ mod tests {
         assert_eq!(rooms.join("realtime:p", member(a, false, "alice")), "{}");
         rooms.join("realtime:p", member(b, false, "bob"));
         let meta = |v: Value| v.as_object().unwrap().clone();
-        rooms.track("realtime:p", 1, meta(json!({"status": "online"})));
+        rooms.track("realtime:p", false, 1, meta(json!({"status": "online"})));
         let diff_a = texts(&mut ra);
         assert_eq!(diff_a.len(), 1);
         let [_, _, topic, event, payload] = diff_a[0].as_array().unwrap().as_slice() else {
@@ -580,9 +592,9 @@ mod tests {
             "vsn 1 gets the same diff"
         );
         // The same meta again changes nothing; a new one leaves the old and joins the new.
-        rooms.track("realtime:p", 1, meta(json!({"status": "online"})));
+        rooms.track("realtime:p", false, 1, meta(json!({"status": "online"})));
         assert!(texts(&mut ra).is_empty());
-        rooms.track("realtime:p", 1, meta(json!({"status": "away"})));
+        rooms.track("realtime:p", false, 1, meta(json!({"status": "away"})));
         let d = &texts(&mut rb)[0]["payload"];
         assert_eq!(d["leaves"]["alice"]["metas"][0]["phx_ref"], first_ref);
         assert_eq!(d["joins"]["alice"]["metas"][0]["phx_ref_prev"], first_ref);
@@ -593,12 +605,12 @@ mod tests {
             serde_json::from_str(&rooms.join("realtime:p", member(c, false, "carol"))).unwrap();
         assert_eq!(state["alice"]["metas"][0]["status"], "away");
         assert_eq!(state.as_object().unwrap().len(), 1);
-        rooms.leave("realtime:p", 1);
+        rooms.leave("realtime:p", false, 1);
         let frames = texts(&mut rb);
         let d = &frames.last().unwrap()["payload"];
         assert_eq!(d["leaves"]["alice"]["metas"][0]["status"], "away");
         assert_eq!(d["joins"], json!({}));
-        rooms.untrack("realtime:p", 2);
+        rooms.untrack("realtime:p", false, 2);
         assert!(
             texts(&mut rb)
                 .iter()

@@ -138,8 +138,8 @@ pub async fn run(
         }
     };
     state.hub.remove_connection(conn.id);
-    for topic in session.channels.keys() {
-        state.rooms.leave(topic, conn.id);
+    for (topic, joined) in &session.channels {
+        state.rooms.leave(topic, joined.private, conn.id);
     }
     state.hub.connections.fetch_sub(1, Ordering::Relaxed);
     // Let the writer flush what is queued (and the close frame), unless the client is the
@@ -373,24 +373,6 @@ impl Session {
             }
         }
         let (bindings, echo) = resolved?;
-        for binding in &bindings {
-            for target in &binding.targets {
-                let (Some(filter), Some(table)) = (
-                    &target.filter,
-                    catalog.tables.iter().find(|t| t.oid == target.table),
-                ) else {
-                    continue;
-                };
-                dispatch::check_filter(&self.state, table, filter)
-                    .await
-                    .map_err(|e| {
-                        JoinError(format!(
-                            "InvalidFilter: {e} (filter on {}.{})",
-                            table.schema, table.name
-                        ))
-                    })?;
-            }
-        }
         if let (Some(wait), false) = (request.wait_for_changes, bindings.is_empty()) {
             // `postgres_changes_options.wait`: reply once changes can flow, or refuse.
             let deadline = Instant::now() + wait;
@@ -416,6 +398,24 @@ impl Session {
             return Err(JoinError(format!(
                 "TooManyBindings: at most {limit} postgres_changes bindings per connection ({held} held)"
             )));
+        }
+        for binding in &bindings {
+            for target in &binding.targets {
+                let (Some(filter), Some(table)) = (
+                    &target.filter,
+                    catalog.tables.iter().find(|t| t.oid == target.table),
+                ) else {
+                    continue;
+                };
+                dispatch::check_filter(&self.state, table, filter)
+                    .await
+                    .map_err(|e| {
+                        JoinError(format!(
+                            "InvalidFilter: {e} (filter on {}.{})",
+                            table.schema, table.name
+                        ))
+                    })?;
+            }
         }
         // The reply goes out before the channel is registered, so no change can reach the
         // client ahead of the ids it needs to route it.
@@ -512,8 +512,16 @@ impl Session {
                 if *joined.auth == auth {
                     return;
                 }
-                // New claims may change what a private channel's policies allow.
-                let rights = if joined.private {
+                // New claims may change what a private channel's policies allow. A check costs
+                // a transaction: it is charged to the connection's join rate.
+                let rights = if !joined.private || joined.auth.same_identity(&auth) {
+                    joined.rights
+                } else if !self.joins.take(Instant::now()) {
+                    return self.close_channel(
+                        &msg.topic,
+                        Some("TooManyJoins: too many access token changes on private channels"),
+                    );
+                } else {
                     let topic = msg.topic.strip_prefix("realtime:").unwrap_or(&msg.topic);
                     match authz::rights(&self.state, &auth, topic).await {
                         Ok(r) if r.broadcast_read || r.presence_read => r,
@@ -526,8 +534,6 @@ impl Session {
                                 .close_channel(&msg.topic, Some(&format!("Unauthorized: {why}")));
                         }
                     }
-                } else {
-                    Rights::ALL
                 };
                 let Some(joined) = self.channels.get_mut(&msg.topic) else {
                     return;
@@ -535,7 +541,7 @@ impl Session {
                 joined.rights = rights;
                 self.state
                     .rooms
-                    .set_rights(&msg.topic, self.conn.id, rights);
+                    .set_rights(&msg.topic, joined.private, self.conn.id, rights);
                 joined.auth = Arc::new(auth);
                 if let Some(old) = &joined.sub {
                     let sub = Arc::new(ChannelSub {
@@ -558,7 +564,7 @@ impl Session {
             return;
         };
         self.state.hub.remove(self.conn.id, topic);
-        self.state.rooms.leave(topic, self.conn.id);
+        self.state.rooms.leave(topic, joined.private, self.conn.id);
         let join_ref = joined.join_ref.as_deref();
         if let Some(message) = error {
             self.conn
@@ -716,11 +722,15 @@ impl Session {
                 if serde_json::Value::Object(meta.clone()).to_string().len() > MAX_PRESENCE_META {
                     return self.close_channel(&msg.topic, Some("Track message size exceeded"));
                 }
-                self.state.rooms.track(&msg.topic, self.conn.id, meta);
+                self.state
+                    .rooms
+                    .track(&msg.topic, joined.private, self.conn.id, meta);
                 self.reply(msg, true, "{}");
             }
             Some("untrack") => {
-                self.state.rooms.untrack(&msg.topic, self.conn.id);
+                self.state
+                    .rooms
+                    .untrack(&msg.topic, joined.private, self.conn.id);
                 self.reply(msg, true, "{}");
             }
             _ => self.reply(msg, false, &protocol::reason("UnknownPresenceEvent")),

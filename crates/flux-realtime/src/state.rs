@@ -128,6 +128,9 @@ impl Config {
     }
 }
 
+/// Connections for the checks of joins and REST broadcasts.
+const CHECK_POOL_SIZE: usize = 2;
+
 pub struct State {
     pub config: Config,
     pub hub: Hub,
@@ -138,6 +141,9 @@ pub struct State {
     /// Ceilings on the events sent, in all and per role.
     pub event_rates: EventRates,
     pub pool: Pool,
+    /// The checks of joins, token refreshes and REST broadcasts (private channel policies,
+    /// filters) have connections of their own: they never take the dispatcher's.
+    pub check_pool: Pool,
     catalog: RwLock<Arc<Catalog>>,
     /// When a join last had the catalog reloaded.
     join_refresh: tokio::sync::Mutex<Option<Instant>>,
@@ -154,6 +160,7 @@ impl State {
     pub fn new(config: Config) -> State {
         State {
             pool: Pool::new(config.db_url.clone(), config.pool_size),
+            check_pool: Pool::new(config.db_url.clone(), CHECK_POOL_SIZE),
             rooms: Rooms::default(),
             event_rates: EventRates::new(
                 config.limits.events_per_second,

@@ -34,7 +34,7 @@ pub struct Config {
     /// `FLUX_ROUTER_UPSTREAM_TIMEOUT_S` (75): longest wait for PostgREST's answer; longer than
     /// every API role's statement timeout, so that the database ends a slow statement first.
     pub upstream_timeout: Duration,
-    /// `FLUX_ROUTER_UPGRADE_WAIT_S` (30): how long a WebSocket upgrade waits for a realtime
+    /// `FLUX_ROUTER_UPGRADE_WAIT_S` (15): how long a WebSocket upgrade waits for a realtime
     /// server that is not listening (restarting) before its 503. Clients on Node 22's own
     /// WebSocket never retry after a failed handshake, so a restart must not fail theirs.
     pub upgrade_wait: Duration,
@@ -81,7 +81,7 @@ impl Config {
             header_timeout: seconds("FLUX_ROUTER_HEADER_TIMEOUT_S", 10)?,
             body_timeout: seconds("FLUX_ROUTER_BODY_TIMEOUT_S", 10)?,
             upstream_timeout: seconds("FLUX_ROUTER_UPSTREAM_TIMEOUT_S", 75)?,
-            upgrade_wait: seconds("FLUX_ROUTER_UPGRADE_WAIT_S", 30)?,
+            upgrade_wait: seconds("FLUX_ROUTER_UPGRADE_WAIT_S", 15)?,
         })
     }
 }
@@ -111,7 +111,7 @@ mod tests {
         assert_eq!(c.max_body_bytes, 8 << 20);
         assert_eq!(c.client_connections, 1024);
         assert_eq!(c.upstream_timeout, Duration::from_secs(75));
-        assert_eq!(c.upgrade_wait, Duration::from_secs(30));
+        assert_eq!(c.upgrade_wait, Duration::from_secs(15));
         assert_eq!(c.db_url, None);
         assert_eq!(c.static_dir, None);
     }

@@ -20,7 +20,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -45,7 +45,13 @@ pub struct Router {
     canceller: Option<Canceller>,
     static_files: Option<hyper_staticfile::Static>,
     throttle: Throttle,
+    /// WebSocket upgrades now waiting for the realtime server.
+    waiting_upgrades: AtomicUsize,
 }
+
+/// WebSocket upgrades that may wait for the realtime server at once; more are answered 503 at
+/// once, so that a restart (or a flood while it is down) holds few connection slots.
+const MAX_WAITING_UPGRADES: usize = 256;
 
 impl Router {
     pub fn new(config: Config) -> Router {
@@ -72,6 +78,7 @@ impl Router {
             }),
             client,
             throttle: Throttle::default(),
+            waiting_upgrades: Default::default(),
             config,
         }
     }
@@ -305,6 +312,21 @@ impl Router {
     /// at most `upgrade_wait`.
     async fn connect_realtime(&self) -> std::io::Result<TcpStream> {
         const RETRY: Duration = Duration::from_millis(250);
+        let first = TcpStream::connect(self.config.realtime).await;
+        if first.is_ok() {
+            return first;
+        }
+        // Counted while waiting, also when the client leaves and this future is dropped.
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        let _waiting = Waiting(&self.waiting_upgrades);
+        if self.waiting_upgrades.fetch_add(1, Ordering::SeqCst) >= MAX_WAITING_UPGRADES {
+            return first;
+        }
         let deadline = tokio::time::Instant::now() + self.config.upgrade_wait;
         loop {
             match TcpStream::connect(self.config.realtime).await {
