@@ -1,7 +1,8 @@
 // A worker thread holding a share of the benchmark's WebSocket clients (raw vsn 2.0.0, as
-// supabase-js >= 2.91 speaks it). Each client joins one channel with one INSERT binding filtered
-// on one device; every delivered change reports its insert -> callback latency (ms) to the
-// main thread, tagged with the phase that inserted it (`command_source` of the row).
+// supabase-js >= 2.91 speaks it). Each client joins one channel: with a `device`, one INSERT
+// binding filtered on it, and every delivered change reports its insert -> callback latency (ms)
+// tagged with the phase that inserted it (`command_source` of the row); without one, Broadcast
+// only, and every `tick` reports its send -> receive latency tagged with the topic.
 import { parentPort, workerData } from 'node:worker_threads';
 import { createRequire } from 'node:module';
 
@@ -14,15 +15,18 @@ const now = () => performance.timeOrigin + performance.now();
 const STAMP_MODULUS = 1e8;
 const sinceStamp = (stamp) => (((now() % STAMP_MODULUS) - stamp) % STAMP_MODULUS + STAMP_MODULUS) % STAMP_MODULUS;
 const pending = new Map(); // phase -> latencies not yet reported
+const record = (phase, ms) => {
+  if (!pending.has(phase)) pending.set(phase, []);
+  pending.get(phase).push(ms);
+};
 
-function connect({ index, device }) {
+function connect({ topic, device }) {
   return new Promise((resolve, reject) => {
     const ws = new WebSocket(`${workerData.url}?apikey=${workerData.key}&vsn=2.0.0`);
-    const topic = `realtime:bench-${index}`;
     ws.on('error', reject);
     ws.on('open', () => {
-      const binding = { event: 'INSERT', schema: 'flux', table: 'mg_bess_readings', filter: `device_id=eq.${device}` };
-      const config = { broadcast: { ack: false, self: false }, presence: { key: '', enabled: false }, postgres_changes: [binding], private: false };
+      const bindings = device ? [{ event: 'INSERT', schema: 'flux', table: 'mg_bess_readings', filter: `device_id=eq.${device}` }] : [];
+      const config = { broadcast: { ack: false, self: false }, presence: { key: '', enabled: false }, postgres_changes: bindings, private: false };
       ws.send(JSON.stringify(['1', '1', topic, 'phx_join', { config, access_token: workerData.key }]));
       // Heartbeats as supabase-js sends them.
       setInterval(() => ws.send(JSON.stringify([null, 'hb', 'phoenix', 'heartbeat', {}])), 25_000).unref();
@@ -30,10 +34,11 @@ function connect({ index, device }) {
     ws.on('message', (data) => {
       const [, ref, , event, payload] = JSON.parse(data);
       if (event === 'postgres_changes') {
-        const record = payload.data.record;
-        const phase = record.command_source;
-        if (!pending.has(phase)) pending.set(phase, []);
-        pending.get(phase).push(sinceStamp(record.target_power));
+        record(payload.data.record.command_source, sinceStamp(payload.data.record.target_power));
+      } else if (event === 'broadcast') {
+        record(topic, now() - payload.payload.sent);
+      } else if (event === 'system' && payload.status === 'error') {
+        parentPort.postMessage({ system: payload.message });
       } else if (event === 'phx_reply' && ref === '1') {
         if (payload.status === 'ok') resolve(ws);
         else reject(new Error(JSON.stringify(payload)));

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Realtime benchmark against the running stack (./flux up): builds flux-realtime (release) and
-# runs bench.mjs, which starts its own server per mode. Options are passed on, e.g.
-#   bench/realtime/run.sh --seconds=20 --modes=grouped
+# runs bench.mjs, which starts its own server per phase. Options are passed on, e.g.
+#   bench/realtime/run.sh --phases=changes --seconds=20 --modes=grouped
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 export PATH="$HOME/.cargo/bin:$PATH"
