@@ -43,12 +43,16 @@ impl Change {
         }
     }
 
+    /// The value (`to_jsonb` text) of a column of the row filters look at.
+    pub fn filter_value(&self, column: usize) -> Option<&str> {
+        self.filter_row()?.0.get(column)?.as_deref()
+    }
+
     /// The bindings this change matches. `secure_delete` is set when row-level security
     /// applies to the subscriber: a deleted row cannot be checked against policies, so only its
     /// primary key may be revealed, and a filter on any other column would leak that column's
     /// value; such filters never match a DELETE (as in Supabase).
     pub fn matching<'b>(&self, bindings: &'b [Binding], secure_delete: bool) -> Matching<'b> {
-        let row = self.filter_row();
         let mut matching = Matching::default();
         for b in bindings.iter().filter(|b| b.event.matches(self.action)) {
             // A binding's targets are distinct tables: at most one is this change's.
@@ -62,7 +66,7 @@ impl Change {
             if secure_delete && self.action == Action::Delete && !self.table.is_pk(f.column) {
                 continue;
             }
-            let Some(raw) = row.and_then(|r| r.0.get(f.column)?.as_deref()) else {
+            let Some(raw) = self.filter_value(f.column) else {
                 continue;
             };
             match f.verdict(raw) {

@@ -18,7 +18,6 @@ use crate::state::{RlsCheck, State};
 use crate::time;
 use crate::wal::{self, Action, WalChange};
 use futures_util::future::join_all;
-use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,26 +58,20 @@ impl Candidate<'_> {
 }
 
 async fn dispatch(state: &State, batch: Batch) -> Result<(), String> {
-    let subs = state.hub.snapshot();
+    let snapshot = state.hub.snapshot();
+    let subs = &snapshot.subs;
     if subs.is_empty() {
         return Ok(());
     }
     let catalog = state.catalog();
-    let wanted: HashSet<u32> = subs
-        .iter()
-        .flat_map(|s| {
-            s.bindings
-                .iter()
-                .flat_map(|b| b.targets.iter().map(|t| t.table))
-        })
-        .collect();
+    let wanted = &snapshot.tables;
 
     // (1) Re-type the rows of the tables someone listens to, one query per table.
     let mut by_table: BTreeMap<u32, (Arc<Table>, Vec<usize>)> = BTreeMap::new();
     for (i, c) in batch.changes.iter().enumerate() {
         if let Some(t) = catalog
             .find(&c.schema, &c.table)
-            .filter(|t| wanted.contains(&t.oid))
+            .filter(|t| wanted.contains_key(&t.oid))
         {
             by_table
                 .entry(t.oid)
@@ -106,24 +99,26 @@ async fn dispatch(state: &State, batch: Batch) -> Result<(), String> {
         }
     }
 
-    // (2) Look up each role's rights on each table once; match bindings and filters.
+    // (2) Look up each role's rights on each table once; match bindings and filters, for the
+    // channels the snapshot's index names for each change.
     let mut rights: HashMap<(&str, u32), Arc<Access>> = HashMap::new();
     for (table, _) in by_table.values() {
-        for sub in subs.iter() {
-            let key = (sub.auth.role.as_str(), table.oid);
-            if let Entry::Vacant(slot) = rights.entry(key) {
-                let access = state
-                    .access(&sub.auth.role, table)
-                    .await
-                    .map_err(|e| format!("reading privileges of {}: {e}", sub.auth.role))?;
-                slot.insert(access);
-            }
+        for role in &snapshot.tables[&table.oid].roles {
+            let access = state
+                .access(role, table)
+                .await
+                .map_err(|e| format!("reading privileges of {role}: {e}"))?;
+            rights.insert((role.as_str(), table.oid), access);
         }
     }
     let mut candidates = Vec::new();
     for (ci, change) in changes.iter().enumerate() {
         let Some(change) = change else { continue };
-        for (si, sub) in subs.iter().enumerate() {
+        let Some(table_subs) = snapshot.tables.get(&change.table.oid) else {
+            continue;
+        };
+        for si in table_subs.candidates(change) {
+            let sub = &subs[si];
             let Some(access) = rights.get(&(sub.auth.role.as_str(), change.table.oid)) else {
                 continue;
             };
@@ -167,10 +162,8 @@ async fn dispatch(state: &State, batch: Batch) -> Result<(), String> {
     } else {
         await_visible(state, &changes, not_yet_visible).await;
         match state.config.rls_check {
-            RlsCheck::Grouped => check_grouped(state, &subs, &changes, &to_check).await,
-            RlsCheck::PerSubscriber => {
-                check_per_subscriber(state, &subs, &changes, &to_check).await
-            }
+            RlsCheck::Grouped => check_grouped(state, subs, &changes, &to_check).await,
+            RlsCheck::PerSubscriber => check_per_subscriber(state, subs, &changes, &to_check).await,
         }
     };
 

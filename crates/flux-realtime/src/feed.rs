@@ -361,7 +361,7 @@ fn tell_passed_over(state: &State, passed: &BTreeMap<(String, String), usize>, l
         "change feed: a transaction changed more than {limit} rows; {} row(s) not delivered",
         passed.values().sum::<usize>()
     );
-    for sub in state.hub.snapshot().iter() {
+    for sub in state.hub.snapshot().subs.iter() {
         let hit = sub
             .bindings
             .iter()

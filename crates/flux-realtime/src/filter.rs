@@ -141,6 +141,36 @@ impl Typed {
     }
 }
 
+/// A value by which equal values are found in a hash index: only for kinds whose equality here
+/// is equality of the key (not floats or numerics, whose equal values have several forms).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum EqKey {
+    Int(i128),
+    Uuid(u128),
+    Bool(bool),
+    Time(i64),
+    Text(String),
+}
+
+impl Typed {
+    fn eq_key(&self) -> Option<EqKey> {
+        Some(match self {
+            Typed::Int(i) => EqKey::Int(*i),
+            Typed::Uuid(u) => EqKey::Uuid(*u),
+            Typed::Bool(b) => EqKey::Bool(*b),
+            Typed::Micros(t) | Typed::Days(t) => EqKey::Time(*t),
+            Typed::Text(t) => EqKey::Text(t.clone()),
+            Typed::Float(_) | Typed::Numeric(_) => return None,
+        })
+    }
+}
+
+/// The key of a changed row's column value (`to_jsonb` text), as [`Compiled::eq_keys`] gives
+/// them for the column's kind. `None` for NULL or a kind without keys.
+pub fn eq_key_of(kind: Kind, raw: &str) -> Option<EqKey> {
+    Typed::parse(kind, &json_scalar_text(raw)?)?.eq_key()
+}
+
 /// PostgreSQL orders NaN above every number and equal to itself.
 fn float_cmp(a: f64, b: f64) -> Ordering {
     match (a.is_nan(), b.is_nan()) {
@@ -504,6 +534,19 @@ impl Compiled {
         } else {
             Verdict::NoMatch
         }
+    }
+
+    /// For an equality filter (`eq`, `in`) compared here: its column and kind, and the keys
+    /// of the values it matches.
+    pub fn eq_keys(&self) -> Option<(usize, Kind, Vec<EqKey>)> {
+        let Eval::Native { kind, values } = &self.eval else {
+            return None;
+        };
+        if !matches!(self.op, Op::Eq | Op::In) {
+            return None;
+        }
+        let keys = values.iter().map(Typed::eq_key).collect::<Option<_>>()?;
+        Some((self.column, *kind, keys))
     }
 
     /// For a filter PostgreSQL evaluates: the condition on row alias `x` (the changed row, as

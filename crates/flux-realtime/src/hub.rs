@@ -2,10 +2,12 @@
 //! (which join and leave) and the dispatcher (which reads a snapshot per batch).
 
 use crate::auth::Auth;
+use crate::change::Change;
+use crate::filter::{eq_key_of, Compiled, EqKey, Kind};
 use crate::join::Binding;
 use crate::protocol::{self, Vsn};
 use crate::time;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::{mpsc, Notify};
@@ -183,10 +185,95 @@ pub struct ChannelSub {
     pub bindings: Vec<Binding>,
 }
 
+/// The subscribed channels as the dispatcher reads them, with an index made once per join or
+/// leave rather than per batch: per table, who may want its changes.
+#[derive(Default)]
+pub struct Snapshot {
+    /// Ordered by connection and topic.
+    pub subs: Vec<Arc<ChannelSub>>,
+    pub tables: HashMap<u32, TableSubs>,
+}
+
+/// An equality filter's column, its kind and the keys of the values it matches.
+type EqualityKeys = (usize, Kind, Vec<EqKey>);
+
+/// The channels with bindings on one table, as indexes into [`Snapshot::subs`].
+#[derive(Default)]
+pub struct TableSubs {
+    /// Channels that may want any change of the table.
+    scan: Vec<usize>,
+    /// Channels whose every binding on the table filters a column for equality (`eq`, `in`),
+    /// by that column (and its kind) and value: a change concerns only those of its values.
+    by_value: Vec<(usize, Kind, HashMap<EqKey, Vec<usize>>)>,
+    /// The roles of these channels.
+    pub roles: BTreeSet<String>,
+}
+
+impl TableSubs {
+    /// The channels that may want `change` (a superset: [`Change::matching`] decides), in
+    /// snapshot order.
+    pub fn candidates(&self, change: &Change) -> Vec<usize> {
+        let mut found = self.scan.clone();
+        for (column, kind, values) in &self.by_value {
+            let key = change
+                .filter_value(*column)
+                .and_then(|raw| eq_key_of(*kind, raw));
+            if let Some(subs) = key.and_then(|k| values.get(&k)) {
+                found.extend_from_slice(subs);
+            }
+        }
+        found.sort_unstable();
+        found.dedup();
+        found
+    }
+}
+
+impl Snapshot {
+    fn new(subs: Vec<Arc<ChannelSub>>) -> Snapshot {
+        let mut tables: HashMap<u32, TableSubs> = HashMap::new();
+        for (i, sub) in subs.iter().enumerate() {
+            // table → the equality keys of each of the channel's bindings on it; `None` once
+            // one binding on it is not an equality filter.
+            let mut keyed: BTreeMap<u32, Option<Vec<EqualityKeys>>> = BTreeMap::new();
+            for target in sub.bindings.iter().flat_map(|b| &b.targets) {
+                let keys = target.filter.as_ref().and_then(Compiled::eq_keys);
+                let entry = keyed
+                    .entry(target.table)
+                    .or_insert_with(|| Some(Vec::new()));
+                match (entry.as_mut(), keys) {
+                    (Some(all), Some(keys)) => all.push(keys),
+                    _ => *entry = None,
+                }
+            }
+            for (table, keys) in keyed {
+                let t = tables.entry(table).or_default();
+                t.roles.insert(sub.auth.role.clone());
+                let Some(keys) = keys else {
+                    t.scan.push(i);
+                    continue;
+                };
+                for (column, kind, values) in keys {
+                    let at = match t.by_value.iter().position(|(c, ..)| *c == column) {
+                        Some(at) => at,
+                        None => {
+                            t.by_value.push((column, kind, HashMap::new()));
+                            t.by_value.len() - 1
+                        }
+                    };
+                    for value in values {
+                        t.by_value[at].2.entry(value).or_default().push(i);
+                    }
+                }
+            }
+        }
+        Snapshot { subs, tables }
+    }
+}
+
 #[derive(Default)]
 pub struct Hub {
     subs: Mutex<BTreeMap<(u64, String), Arc<ChannelSub>>>,
-    snapshot: RwLock<Arc<Vec<Arc<ChannelSub>>>>,
+    snapshot: RwLock<Arc<Snapshot>>,
     pub connections: AtomicUsize,
 }
 
@@ -194,7 +281,7 @@ impl Hub {
     fn edit(&self, f: impl FnOnce(&mut BTreeMap<(u64, String), Arc<ChannelSub>>)) {
         let mut subs = self.subs.lock().unwrap_or_else(|e| e.into_inner());
         f(&mut subs);
-        let snapshot = Arc::new(subs.values().cloned().collect());
+        let snapshot = Arc::new(Snapshot::new(subs.values().cloned().collect()));
         *self.snapshot.write().unwrap_or_else(|e| e.into_inner()) = snapshot;
     }
 
@@ -215,8 +302,8 @@ impl Hub {
         self.edit(|subs| subs.retain(|(c, _), _| *c != conn));
     }
 
-    /// Every subscribed channel, ordered by connection and topic.
-    pub fn snapshot(&self) -> Arc<Vec<Arc<ChannelSub>>> {
+    /// Every subscribed channel, ordered by connection and topic, with its index.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -288,6 +375,7 @@ mod tests {
         hub.upsert(sub(&a, "realtime:x")); // a rejoin replaces
         let topics = |hub: &Hub| {
             hub.snapshot()
+                .subs
                 .iter()
                 .map(|s| (s.conn.id, s.topic.clone()))
                 .collect::<Vec<_>>()
@@ -303,5 +391,90 @@ mod tests {
         hub.remove(1, "realtime:y");
         hub.remove_connection(2);
         assert_eq!(topics(&hub), [(1, "realtime:x".to_owned())]);
+    }
+
+    #[test]
+    fn the_index_names_equality_subscribers_by_value_and_every_other_one() {
+        use crate::catalog::fixtures;
+        use crate::change::Row;
+        use crate::filter::FilterSpec;
+        use crate::join::{EventKind, Target};
+        use crate::wal::Action;
+        let table = fixtures::bess();
+        let (conn, _rx) = ConnHandle::new(1, Vsn::V2, "c".into(), 1 << 20);
+        let sub = |topic: &str, filters: &[Option<&str>]| {
+            Arc::new(ChannelSub {
+                conn: conn.clone(),
+                topic: topic.into(),
+                join_ref: None,
+                auth: Arc::new(Auth {
+                    role: "anon".into(),
+                    claims: "{}".into(),
+                    exp: 0,
+                }),
+                bindings: filters
+                    .iter()
+                    .zip(1..)
+                    .map(|(f, id)| Binding {
+                        id,
+                        event: EventKind::All,
+                        targets: vec![Target {
+                            table: table.oid,
+                            filter: f.map(|f| {
+                                FilterSpec::parse(f)
+                                    .unwrap()
+                                    .compile(&table.columns)
+                                    .unwrap()
+                            }),
+                        }],
+                    })
+                    .collect(),
+            })
+        };
+        const A: &str = "123e4567-e89b-12d3-a456-426614174000";
+        const B: &str = "00000000-0000-0000-0000-00000000000b";
+        let hub = Hub::default();
+        hub.upsert(sub(
+            "0-eq-a",
+            &[Some(&format!("device_id=eq.{}", A.to_uppercase()))],
+        ));
+        hub.upsert(sub("1-in-ab", &[Some(&format!("device_id=in.({B},{A})"))]));
+        hub.upsert(sub("2-eq-b", &[Some(&format!("device_id=eq.{B}"))]));
+        hub.upsert(sub("3-gt", &[Some("soe=gt.5")]));
+        hub.upsert(sub(
+            "4-eq-and-all",
+            &[Some(&format!("device_id=eq.{B}")), None],
+        ));
+        hub.upsert(sub("5-blocks", &[Some("available_inverter_blocks=eq.3")]));
+        let change = |device: &str| Change {
+            action: Action::Insert,
+            table: Arc::new(fixtures::bess()),
+            commit_timestamp: String::new(),
+            new: Some(Row(vec![
+                Some(format!("\"{A}\"")),
+                Some("\"2024-01-01T00:00:00+00:00\"".into()),
+                Some(format!("\"{device}\"")),
+                Some("1.5".into()),
+                Some("3".into()),
+            ])),
+            old: None,
+        };
+        let snapshot = hub.snapshot();
+        let index = &snapshot.tables[&table.oid];
+        let topics = |c: &Change| -> Vec<String> {
+            index
+                .candidates(c)
+                .into_iter()
+                .map(|i| snapshot.subs[i].topic.clone())
+                .collect()
+        };
+        assert_eq!(
+            topics(&change(A)),
+            ["0-eq-a", "1-in-ab", "3-gt", "4-eq-and-all", "5-blocks"]
+        );
+        assert_eq!(
+            topics(&change(B)),
+            ["1-in-ab", "2-eq-b", "3-gt", "4-eq-and-all", "5-blocks"]
+        );
     }
 }

@@ -105,7 +105,7 @@ async fn route(
                     "status": if up { "ok" } else { "starting" },
                     "change_feed": if up { "streaming" } else { "down" },
                     "connections": state.hub.connections.load(Ordering::Relaxed),
-                    "channels": state.hub.snapshot().len(),
+                    "channels": state.hub.snapshot().subs.len(),
                 }),
             )
         }
