@@ -196,9 +196,21 @@ async fn stream(
     // Partitions the catalog did not know after a reload: not reloaded for again.
     let mut unknown: HashSet<(String, String)> = HashSet::new();
     let mut txn: Option<Transaction> = None;
+    // Committed changes not yet handed to the dispatcher: while it is busy, the transactions
+    // that commit meanwhile gather here and go as one batch (up to MAX_BATCH). `unacked` is
+    // the end of the last transaction among them, acknowledged once they are handed over.
     let mut pending: Vec<WalChange> = Vec::new();
+    let mut unacked: Option<Lsn> = None;
     loop {
         let event = tokio::select! {
+            permit = batches.reserve(), if !pending.is_empty() => {
+                let permit = permit.map_err(|_| "the dispatcher stopped".to_owned())?;
+                permit.send(Batch { changes: std::mem::take(&mut pending) });
+                if let Some(lsn) = unacked.take() {
+                    repl.update_applied_lsn(lsn);
+                }
+                continue;
+            }
             event = repl.recv() => event.map_err(|e| format!("replication: {e}"))?,
             _ = refresh.tick() => {
                 let catalog = db::load_catalog(&client, publication)
@@ -272,24 +284,36 @@ async fn stream(
                         // The transaction has committed: its rows can go before its end.
                         if pending.len() >= MAX_BATCH {
                             hand_over(batches, &mut pending).await?;
+                            if let Some(lsn) = unacked.take() {
+                                repl.update_applied_lsn(lsn);
+                            }
                         }
                     }
                     Message::Other => {}
                 }
             }
             ReplicationEvent::Commit { end_lsn, .. } => {
-                hand_over(batches, &mut pending).await?;
                 if let Some(t) = txn.take() {
                     if !t.passed_over.is_empty() {
+                        // After the rows that were delivered.
+                        hand_over(batches, &mut pending).await?;
+                        if let Some(lsn) = unacked.take() {
+                            repl.update_applied_lsn(lsn);
+                        }
                         tell_passed_over(state, &t.passed_over, limit);
                     }
                 }
-                repl.update_applied_lsn(end_lsn);
+                if pending.is_empty() {
+                    unacked = None;
+                    repl.update_applied_lsn(end_lsn);
+                } else {
+                    unacked = Some(end_lsn);
+                }
             }
             ReplicationEvent::KeepAlive { wal_end, .. } => {
-                // Between transactions everything read is handled: let the slot move on, so
-                // that it does not hold back WAL of changes to other tables.
-                if txn.is_none() && wal_end != Lsn(0) {
+                // Between transactions, with everything read handed over: let the slot move
+                // on, so that it does not hold back WAL of changes to other tables.
+                if txn.is_none() && pending.is_empty() && wal_end != Lsn(0) {
                     repl.update_applied_lsn(wal_end);
                 }
             }
@@ -313,6 +337,9 @@ async fn stream(
                 match serde_json::from_slice::<DbBroadcast>(&content) {
                     Ok(b) if b.payload.get().len() <= state.config.limits.payload_bytes => {
                         hand_over(batches, &mut pending).await?;
+                        if let Some(lsn) = unacked.take() {
+                            repl.update_applied_lsn(lsn);
+                        }
                         state.broadcast_from_server(
                             &b.topic,
                             &b.event,
