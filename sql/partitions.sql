@@ -201,11 +201,14 @@ COMMENT ON FUNCTION flux.set_retention(regclass, interval) IS
 -- partition (NULL when one already held `t`), the rows moved, and the bounds of the partition
 -- that holds `t`, new or not.
 --
--- Writes to the table wait meanwhile (SHARE ROW EXCLUSIVE; reads go on): an insert bound for
--- the default partition that had been routed before the new partition was attached would
--- fail its partition check, and a reading must never fail for want of a partition. Without
--- rows to move that is a few milliseconds; moving rows takes time in proportion to them,
--- which flux.create_partitions ahead of a back-fill avoids.
+-- Writes to the table wait meanwhile (SHARE ROW EXCLUSIVE): an insert bound for the default
+-- partition that had been routed before the new partition was attached would fail its
+-- partition check, and a reading must never fail for want of a partition. Reads go on, unless
+-- the default partition holds rows: then the table is locked whole (ACCESS EXCLUSIVE), since a
+-- read planned before the move commits and run after it would find the moved rows neither in
+-- the default partition (deleted) nor in the new one (unknown to its plan). Without rows to
+-- move that is a few milliseconds; moving rows takes time in proportion to them, which
+-- flux.create_partitions ahead of a back-fill avoids.
 CREATE FUNCTION flux_internal.create_partition(parent regclass, t timestamptz, widen_sparse boolean,
                                                source regclass DEFAULT NULL,
                                                OUT partition regclass, OUT moved bigint,
@@ -221,6 +224,7 @@ DECLARE
     name text;
     columns text;
     sparse boolean;
+    moving boolean := false;
 BEGIN
     -- One read of the catalog each, before the locks and after: a table has hundreds of
     -- partitions, and premaking calls this for partitions that mostly exist.
@@ -239,9 +243,21 @@ BEGIN
     IF parent <> 'flux.market_data'::regclass THEN
         LOCK TABLE flux.mg_device_registry IN SHARE ROW EXCLUSIVE MODE;
     END IF;
-    EXECUTE format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', parent);
+    IF default_part IS NOT NULL AND source IS NULL THEN
+        EXECUTE format('SELECT EXISTS (SELECT FROM %s)', default_part) INTO STRICT moving;
+    END IF;
+    EXECUTE format('LOCK TABLE %s IN %s MODE', parent,
+                   CASE WHEN moving THEN 'ACCESS EXCLUSIVE' ELSE 'SHARE ROW EXCLUSIVE' END);
     IF default_part IS NOT NULL THEN
         EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', default_part);
+        -- Rows that reached it between the look and the lock would move while reads go on.
+        IF NOT moving AND source IS NULL THEN
+            EXECUTE format('SELECT EXISTS (SELECT FROM %s)', default_part) INTO STRICT moving;
+            IF moving THEN
+                RAISE EXCEPTION 'rows arrived in % while a partition of % was being made', default_part, parent
+                    USING ERRCODE = '55P03', HINT = 'Try again: the next attempt moves them.';
+            END IF;
+        END IF;
     END IF;
     -- Sparse: fewer than 1,000 rows to fill the partition with.
     IF widen_sparse AND coalesce(source, default_part) IS NOT NULL AND t < now() - 31 * step THEN

@@ -217,25 +217,8 @@ AS 'MODULE_PATHNAME', 'sign_jwt_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/keys.rs:55
-CREATE SCHEMA IF NOT EXISTS flux_internal; /* flux::keys::flux_internal */
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/keys.rs:62
--- flux::keys::flux_internal::jwt_sign
--- Skipped due to `#[pgrx(sql = false)]`
-/* </end connected objects> */
-
-/* <begin connected objects> */
 -- src/energy.rs:793
 CREATE SCHEMA IF NOT EXISTS flux_internal; /* flux::energy::flux_internal */
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/energy.rs:811
--- flux::energy::flux_internal::energy_metadata_error
--- Skipped due to `#[pgrx(sql = false)]`
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -247,6 +230,28 @@ CREATE  FUNCTION flux_internal."energy_metadata_error"(
 IMMUTABLE PARALLEL SAFE 
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'energy_metadata_error_of_text_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/energy.rs:811
+-- flux::energy::flux_internal::energy_metadata_error
+-- Skipped due to `#[pgrx(sql = false)]`
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/rollups.rs:897
+CREATE SCHEMA IF NOT EXISTS flux_internal; /* flux::rollups::flux_internal */
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/rollups.rs:904
+-- flux::rollups::flux_internal::rollups_current_before
+CREATE  FUNCTION flux_internal."rollups_current_before"(
+	"upper" timestamp with time zone /* TimestampWithTimeZone */
+) RETURNS bool /* bool */
+STRICT STABLE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'rollups_current_before_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -554,107 +559,6 @@ CREATE TRIGGER check_metadata
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:61
--- requires:
---   tables
---   registry
-
--- Who may do what. Objects created by CREATE EXTENSION belong to the installing role, so the API
--- roles get explicit grants here; default privileges would not cover them.
---
---   anon           read every table
---   authenticated  read every table; insert readings for devices at the sites listed in the
---                  `sites` claim of its JWT (an array of site codes, or one code)
---   service_role   read and write every table (BYPASSRLS)
---
--- Row-level security is on for every table, so a role only ever sees or writes rows a policy
--- grants it. A refused write is a 401 (anon) or 403 (authenticated) and stores nothing.
-
-GRANT USAGE ON SCHEMA flux TO anon, authenticated, service_role;
-
-GRANT SELECT ON flux.mg_device_registry, flux.mg_bess_readings, flux.mg_meter_readings,
-    flux.market_data TO anon, authenticated;
--- The measured columns only: `id` and `created_at` are the database's to set.
-GRANT INSERT (time, device_id, soe, target_power, available_inverter_blocks, command_source)
-    ON flux.mg_bess_readings TO authenticated;
-GRANT INSERT (time, device_id, power_total_active, energy_imported_active, energy_exported_active,
-              voltage_line_average, current_phase_average)
-    ON flux.mg_meter_readings TO authenticated;
-GRANT SELECT, INSERT, UPDATE, DELETE ON flux.mg_device_registry, flux.mg_bess_readings,
-    flux.mg_meter_readings, flux.market_data TO service_role;
-
-ALTER TABLE flux.mg_device_registry ENABLE ROW LEVEL SECURITY;
-ALTER TABLE flux.mg_bess_readings ENABLE ROW LEVEL SECURITY;
-ALTER TABLE flux.mg_meter_readings ENABLE ROW LEVEL SECURITY;
-ALTER TABLE flux.market_data ENABLE ROW LEVEL SECURITY;
-
-CREATE POLICY read_all ON flux.mg_device_registry FOR SELECT TO anon, authenticated USING (true);
-CREATE POLICY read_all ON flux.mg_bess_readings FOR SELECT TO anon, authenticated USING (true);
-CREATE POLICY read_all ON flux.mg_meter_readings FOR SELECT TO anon, authenticated USING (true);
-CREATE POLICY read_all ON flux.market_data FOR SELECT TO anon, authenticated USING (true);
-
--- service_role is created BYPASSRLS, but a database may already have one without it.
-CREATE POLICY service_all ON flux.mg_device_registry TO service_role USING (true) WITH CHECK (true);
-CREATE POLICY service_all ON flux.mg_bess_readings TO service_role USING (true) WITH CHECK (true);
-CREATE POLICY service_all ON flux.mg_meter_readings TO service_role USING (true) WITH CHECK (true);
-CREATE POLICY service_all ON flux.market_data TO service_role USING (true) WITH CHECK (true);
-
--- The site codes of the request's JWT claims (PostgREST's request.jwt.claims).
-CREATE FUNCTION flux_internal.claimed_sites() RETURNS text[]
-LANGUAGE sql STABLE
-AS $$
-    SELECT CASE jsonb_typeof(claims -> 'sites')
-               WHEN 'array' THEN ARRAY(SELECT jsonb_array_elements_text(claims -> 'sites'))
-               WHEN 'string' THEN ARRAY[claims ->> 'sites']
-               ELSE '{}'::text[]
-           END
-    FROM (SELECT coalesce(nullif(current_setting('request.jwt.claims', true), ''), '{}')::jsonb) AS c(claims)
-$$;
-
--- `(SELECT claimed_sites())` is an initplan and the uncorrelated IN a hashed subplan: the
--- claims and the devices at the claimed sites are read once per statement, and each inserted
--- row costs one hash lookup rather than an index probe.
-CREATE POLICY insert_at_claimed_sites ON flux.mg_bess_readings FOR INSERT TO authenticated
-    WITH CHECK (device_id IN (SELECT d.id FROM flux.mg_device_registry d
-                              WHERE d.site = ANY ((SELECT flux_internal.claimed_sites())::text[])));
-CREATE POLICY insert_at_claimed_sites ON flux.mg_meter_readings FOR INSERT TO authenticated
-    WITH CHECK (device_id IN (SELECT d.id FROM flux.mg_device_registry d
-                              WHERE d.site = ANY ((SELECT flux_internal.claimed_sites())::text[])));
-
--- A partition answers to its table's policies, but PostgreSQL checks a few things on the
--- partition itself: the key of a duplicate is reported (23505 details) only to a role that
--- may read the partition and is not subject to its row-level security. So each partition
--- carries its table's privileges and has row-level security on, like its table; the roles
--- still cannot reach it directly, as they have no access to the flux_partitions schema.
-CREATE FUNCTION flux_internal.mirror_table_security(partition regclass) RETURNS void
-LANGUAGE plpgsql
-SET search_path = pg_catalog
-AS $$
-DECLARE
-    grant_sql text;
-BEGIN
-    EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', partition);
-    FOR grant_sql IN
-        SELECT format('GRANT %s ON %s TO %s', acl.privilege_type, partition,
-                      CASE WHEN acl.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(r.rolname) END)
-        FROM pg_inherits i
-        JOIN pg_class parent ON parent.oid = i.inhparent
-        CROSS JOIN LATERAL aclexplode(parent.relacl) acl
-        LEFT JOIN pg_roles r ON r.oid = acl.grantee
-        WHERE i.inhrelid = partition AND acl.grantee <> parent.relowner
-    LOOP
-        EXECUTE grant_sql;
-    END LOOP;
-END
-$$;
-REVOKE ALL ON FUNCTION flux_internal.mirror_table_security(regclass) FROM PUBLIC;
-
-SELECT flux_internal.mirror_table_security(p)
-FROM unnest(ARRAY['flux_partitions.mg_bess_readings_default', 'flux_partitions.mg_meter_readings_default',
-                  'flux_partitions.market_data_default']::regclass[]) AS p;
-/* </end connected objects> */
-
-/* <begin connected objects> */
 -- src/lib.rs:35
 -- requires:
 --   tables
@@ -757,105 +661,104 @@ SELECT count(*) FROM flux_internal.disable_row_reference_checks();
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/edge.rs:183
-CREATE SCHEMA IF NOT EXISTS flux_internal; /* flux::edge::flux_internal */
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/edge.rs:286
--- flux::edge::flux_internal::cancel_request
-CREATE  FUNCTION flux_internal."cancel_request"(
-	"request_id" TEXT /* & str */
-) RETURNS bool /* bool */
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'cancel_request_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/edge.rs:194
--- flux::edge::flux_internal::check_request
-CREATE  FUNCTION flux_internal."check_request"() RETURNS TEXT[] /* :: std :: option :: Option < Vec < String > > */
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'check_request_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/lib.rs:82
+-- src/lib.rs:61
 -- requires:
---   roles
---   edge::flux_internal::check_request
---   edge::flux_internal::cancel_request
+--   tables
+--   registry
 
--- The API edge: PostgREST calls flux_internal.pre_request() before every request
--- (db-pre-request = "flux_internal.pre_request"). The decision — api key, rate limit — is made
--- natively by flux_internal.check_request; this front door only applies it, because custom
--- HTTP statuses (RAISE SQLSTATE 'PGRST') can only be raised from plpgsql.
+-- Who may do what. Objects created by CREATE EXTENSION belong to the installing role, so the API
+-- roles get explicit grants here; default privileges would not cover them.
 --
--- It writes no table: PostgREST runs GET requests in READ ONLY transactions, so the token
--- buckets live in shared memory.
-CREATE FUNCTION flux_internal.pre_request() RETURNS void
-LANGUAGE plpgsql
+--   anon           read every table
+--   authenticated  read every table; insert readings for devices at the sites listed in the
+--                  `sites` claim of its JWT (an array of site codes, or one code)
+--   service_role   read and write every table (BYPASSRLS)
+--
+-- Row-level security is on for every table, so a role only ever sees or writes rows a policy
+-- grants it. A refused write is a 401 (anon) or 403 (authenticated) and stores nothing.
+
+GRANT USAGE ON SCHEMA flux TO anon, authenticated, service_role;
+
+GRANT SELECT ON flux.mg_device_registry, flux.mg_bess_readings, flux.mg_meter_readings,
+    flux.market_data TO anon, authenticated;
+-- The measured columns only: `id` and `created_at` are the database's to set.
+GRANT INSERT (time, device_id, soe, target_power, available_inverter_blocks, command_source)
+    ON flux.mg_bess_readings TO authenticated;
+GRANT INSERT (time, device_id, power_total_active, energy_imported_active, energy_exported_active,
+              voltage_line_average, current_phase_average)
+    ON flux.mg_meter_readings TO authenticated;
+GRANT SELECT, INSERT, UPDATE, DELETE ON flux.mg_device_registry, flux.mg_bess_readings,
+    flux.mg_meter_readings, flux.market_data TO service_role;
+
+ALTER TABLE flux.mg_device_registry ENABLE ROW LEVEL SECURITY;
+ALTER TABLE flux.mg_bess_readings ENABLE ROW LEVEL SECURITY;
+ALTER TABLE flux.mg_meter_readings ENABLE ROW LEVEL SECURITY;
+ALTER TABLE flux.market_data ENABLE ROW LEVEL SECURITY;
+
+CREATE POLICY read_all ON flux.mg_device_registry FOR SELECT TO anon, authenticated USING (true);
+CREATE POLICY read_all ON flux.mg_bess_readings FOR SELECT TO anon, authenticated USING (true);
+CREATE POLICY read_all ON flux.mg_meter_readings FOR SELECT TO anon, authenticated USING (true);
+CREATE POLICY read_all ON flux.market_data FOR SELECT TO anon, authenticated USING (true);
+
+-- service_role is created BYPASSRLS, but a database may already have one without it.
+CREATE POLICY service_all ON flux.mg_device_registry TO service_role USING (true) WITH CHECK (true);
+CREATE POLICY service_all ON flux.mg_bess_readings TO service_role USING (true) WITH CHECK (true);
+CREATE POLICY service_all ON flux.mg_meter_readings TO service_role USING (true) WITH CHECK (true);
+CREATE POLICY service_all ON flux.market_data TO service_role USING (true) WITH CHECK (true);
+
+-- The site codes of the request's JWT claims (PostgREST's request.jwt.claims).
+CREATE FUNCTION flux_internal.claimed_sites() RETURNS text[]
+LANGUAGE sql STABLE
 AS $$
-DECLARE
-    refusal text[] := flux_internal.check_request();
-BEGIN
-    IF refusal IS NOT NULL THEN
-        RAISE SQLSTATE 'PGRST' USING MESSAGE = refusal[1], DETAIL = refusal[2];
-    END IF;
-END
+    SELECT CASE jsonb_typeof(claims -> 'sites')
+               WHEN 'array' THEN ARRAY(SELECT jsonb_array_elements_text(claims -> 'sites'))
+               WHEN 'string' THEN ARRAY[claims ->> 'sites']
+               ELSE '{}'::text[]
+           END
+    FROM (SELECT coalesce(nullif(current_setting('request.jwt.claims', true), ''), '{}')::jsonb) AS c(claims)
 $$;
 
-COMMENT ON FUNCTION flux_internal.pre_request() IS
-    'PostgREST db-pre-request hook: rejects requests without a valid api key (401) or over their rate limit (429), and sets the X-RateLimit-* headers.';
+-- `(SELECT claimed_sites())` is an initplan and the uncorrelated IN a hashed subplan: the
+-- claims and the devices at the claimed sites are read once per statement, and each inserted
+-- row costs one hash lookup rather than an index probe.
+CREATE POLICY insert_at_claimed_sites ON flux.mg_bess_readings FOR INSERT TO authenticated
+    WITH CHECK (device_id IN (SELECT d.id FROM flux.mg_device_registry d
+                              WHERE d.site = ANY ((SELECT flux_internal.claimed_sites())::text[])));
+CREATE POLICY insert_at_claimed_sites ON flux.mg_meter_readings FOR INSERT TO authenticated
+    WITH CHECK (device_id IN (SELECT d.id FROM flux.mg_device_registry d
+                              WHERE d.site = ANY ((SELECT flux_internal.claimed_sites())::text[])));
 
--- PostgREST runs the hook as whichever role the request's JWT names, including roles a project
--- adds beyond the three built-in ones: every role may execute it (functions are executable by
--- PUBLIC by default); what else lives in flux_internal keeps its own grants.
-GRANT USAGE ON SCHEMA flux_internal TO PUBLIC;
+-- A partition answers to its table's policies, but PostgreSQL checks a few things on the
+-- partition itself: the key of a duplicate is reported (23505 details) only to a role that
+-- may read the partition and is not subject to its row-level security. So each partition
+-- carries its table's privileges and has row-level security on, like its table; the roles
+-- still cannot reach it directly, as they have no access to the flux_partitions schema.
+CREATE FUNCTION flux_internal.mirror_table_security(partition regclass) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog
+AS $$
+DECLARE
+    grant_sql text;
+BEGIN
+    EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', partition);
+    FOR grant_sql IN
+        SELECT format('GRANT %s ON %s TO %s', acl.privilege_type, partition,
+                      CASE WHEN acl.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(r.rolname) END)
+        FROM pg_inherits i
+        JOIN pg_class parent ON parent.oid = i.inhparent
+        CROSS JOIN LATERAL aclexplode(parent.relacl) acl
+        LEFT JOIN pg_roles r ON r.oid = acl.grantee
+        WHERE i.inhrelid = partition AND acl.grantee <> parent.relowner
+    LOOP
+        EXECUTE grant_sql;
+    END LOOP;
+END
+$$;
+REVOKE ALL ON FUNCTION flux_internal.mirror_table_security(regclass) FROM PUBLIC;
 
-COMMENT ON FUNCTION flux_internal.cancel_request(text) IS
-    'Cancels the statement of the request the router named (x-flux-request-id) if a backend still serves it: the router calls it when the client leaves or PostgREST''s answer is overdue.';
-
--- The router connects as PostgREST's login role to cancel; nobody else needs to.
-REVOKE ALL ON FUNCTION flux_internal.cancel_request(text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION flux_internal.cancel_request(text) TO authenticator;
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/lib.rs:91
--- requires:
---   roles
---   edge
---   keys::sign_jwt
-
--- Minting api keys and access tokens from SQL: flux.sign_jwt (src/keys.rs) checks the claims
--- and signs them natively with the superuser-only setting `flux.jwt_secret` (the secret
--- PostgREST verifies with). No API role can read the secret, and there is no lower-level
--- signer to call around the checks.
-
-COMMENT ON FUNCTION flux.sign_jwt(jsonb, interval) IS
-    'Signs claims (role anon, authenticated or service_role; optional sub, sites, ...) as an HS256 JWT valid for valid_for. Service role only.';
-
-REVOKE ALL ON FUNCTION flux.sign_jwt(jsonb, interval) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION flux.sign_jwt(jsonb, interval) TO service_role;
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/rollups.rs:897
-CREATE SCHEMA IF NOT EXISTS flux_internal; /* flux::rollups::flux_internal */
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/rollups.rs:904
--- flux::rollups::flux_internal::rollups_current_before
-CREATE  FUNCTION flux_internal."rollups_current_before"(
-	"upper" timestamp with time zone /* TimestampWithTimeZone */
-) RETURNS bool /* bool */
-STRICT STABLE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'rollups_current_before_wrapper';
+SELECT flux_internal.mirror_table_security(p)
+FROM unnest(ARRAY['flux_partitions.mg_bess_readings_default', 'flux_partitions.mg_meter_readings_default',
+                  'flux_partitions.market_data_default']::regclass[]) AS p;
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -1269,11 +1172,14 @@ COMMENT ON FUNCTION flux.set_retention(regclass, interval) IS
 -- partition (NULL when one already held `t`), the rows moved, and the bounds of the partition
 -- that holds `t`, new or not.
 --
--- Writes to the table wait meanwhile (SHARE ROW EXCLUSIVE; reads go on): an insert bound for
--- the default partition that had been routed before the new partition was attached would
--- fail its partition check, and a reading must never fail for want of a partition. Without
--- rows to move that is a few milliseconds; moving rows takes time in proportion to them,
--- which flux.create_partitions ahead of a back-fill avoids.
+-- Writes to the table wait meanwhile (SHARE ROW EXCLUSIVE): an insert bound for the default
+-- partition that had been routed before the new partition was attached would fail its
+-- partition check, and a reading must never fail for want of a partition. Reads go on, unless
+-- the default partition holds rows: then the table is locked whole (ACCESS EXCLUSIVE), since a
+-- read planned before the move commits and run after it would find the moved rows neither in
+-- the default partition (deleted) nor in the new one (unknown to its plan). Without rows to
+-- move that is a few milliseconds; moving rows takes time in proportion to them, which
+-- flux.create_partitions ahead of a back-fill avoids.
 CREATE FUNCTION flux_internal.create_partition(parent regclass, t timestamptz, widen_sparse boolean,
                                                source regclass DEFAULT NULL,
                                                OUT partition regclass, OUT moved bigint,
@@ -1289,6 +1195,7 @@ DECLARE
     name text;
     columns text;
     sparse boolean;
+    moving boolean := false;
 BEGIN
     -- One read of the catalog each, before the locks and after: a table has hundreds of
     -- partitions, and premaking calls this for partitions that mostly exist.
@@ -1307,9 +1214,21 @@ BEGIN
     IF parent <> 'flux.market_data'::regclass THEN
         LOCK TABLE flux.mg_device_registry IN SHARE ROW EXCLUSIVE MODE;
     END IF;
-    EXECUTE format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', parent);
+    IF default_part IS NOT NULL AND source IS NULL THEN
+        EXECUTE format('SELECT EXISTS (SELECT FROM %s)', default_part) INTO STRICT moving;
+    END IF;
+    EXECUTE format('LOCK TABLE %s IN %s MODE', parent,
+                   CASE WHEN moving THEN 'ACCESS EXCLUSIVE' ELSE 'SHARE ROW EXCLUSIVE' END);
     IF default_part IS NOT NULL THEN
         EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', default_part);
+        -- Rows that reached it between the look and the lock would move while reads go on.
+        IF NOT moving AND source IS NULL THEN
+            EXECUTE format('SELECT EXISTS (SELECT FROM %s)', default_part) INTO STRICT moving;
+            IF moving THEN
+                RAISE EXCEPTION 'rows arrived in % while a partition of % was being made', default_part, parent
+                    USING ERRCODE = '55P03', HINT = 'Try again: the next attempt moves them.';
+            END IF;
+        END IF;
     END IF;
     -- Sparse: fewer than 1,000 rows to fill the partition with.
     IF widen_sparse AND coalesce(source, default_part) IS NOT NULL AND t < now() - 31 * step THEN
@@ -1665,5 +1584,102 @@ REVOKE ALL ON FUNCTION flux_internal.create_partition(regclass, timestamptz, boo
 -- extension, and outlive both.
 SELECT pg_replication_origin_create('flux_maintenance')
 WHERE NOT EXISTS (SELECT FROM pg_replication_origin WHERE roname = 'flux_maintenance');
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/edge.rs:183
+CREATE SCHEMA IF NOT EXISTS flux_internal; /* flux::edge::flux_internal */
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/edge.rs:286
+-- flux::edge::flux_internal::cancel_request
+CREATE  FUNCTION flux_internal."cancel_request"(
+	"request_id" TEXT /* & str */
+) RETURNS bool /* bool */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'cancel_request_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/edge.rs:194
+-- flux::edge::flux_internal::check_request
+CREATE  FUNCTION flux_internal."check_request"() RETURNS TEXT[] /* :: std :: option :: Option < Vec < String > > */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'check_request_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/lib.rs:82
+-- requires:
+--   roles
+--   edge::flux_internal::check_request
+--   edge::flux_internal::cancel_request
+
+-- The API edge: PostgREST calls flux_internal.pre_request() before every request
+-- (db-pre-request = "flux_internal.pre_request"). The decision — api key, rate limit — is made
+-- natively by flux_internal.check_request; this front door only applies it, because custom
+-- HTTP statuses (RAISE SQLSTATE 'PGRST') can only be raised from plpgsql.
+--
+-- It writes no table: PostgREST runs GET requests in READ ONLY transactions, so the token
+-- buckets live in shared memory.
+CREATE FUNCTION flux_internal.pre_request() RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    refusal text[] := flux_internal.check_request();
+BEGIN
+    IF refusal IS NOT NULL THEN
+        RAISE SQLSTATE 'PGRST' USING MESSAGE = refusal[1], DETAIL = refusal[2];
+    END IF;
+END
+$$;
+
+COMMENT ON FUNCTION flux_internal.pre_request() IS
+    'PostgREST db-pre-request hook: rejects requests without a valid api key (401) or over their rate limit (429), and sets the X-RateLimit-* headers.';
+
+-- PostgREST runs the hook as whichever role the request's JWT names, including roles a project
+-- adds beyond the three built-in ones: every role may execute it (functions are executable by
+-- PUBLIC by default); what else lives in flux_internal keeps its own grants.
+GRANT USAGE ON SCHEMA flux_internal TO PUBLIC;
+
+COMMENT ON FUNCTION flux_internal.cancel_request(text) IS
+    'Cancels the statement of the request the router named (x-flux-request-id) if a backend still serves it: the router calls it when the client leaves or PostgREST''s answer is overdue.';
+
+-- The router connects as PostgREST's login role to cancel; nobody else needs to.
+REVOKE ALL ON FUNCTION flux_internal.cancel_request(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION flux_internal.cancel_request(text) TO authenticator;
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/lib.rs:91
+-- requires:
+--   roles
+--   edge
+--   keys::sign_jwt
+
+-- Minting api keys and access tokens from SQL: flux.sign_jwt (src/keys.rs) checks the claims
+-- and signs them natively with the superuser-only setting `flux.jwt_secret` (the secret
+-- PostgREST verifies with). No API role can read the secret, and there is no lower-level
+-- signer to call around the checks.
+
+COMMENT ON FUNCTION flux.sign_jwt(jsonb, interval) IS
+    'Signs claims (role anon, authenticated or service_role; optional sub, sites, ...) as an HS256 JWT valid for valid_for. Service role only.';
+
+REVOKE ALL ON FUNCTION flux.sign_jwt(jsonb, interval) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION flux.sign_jwt(jsonb, interval) TO service_role;
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/keys.rs:55
+CREATE SCHEMA IF NOT EXISTS flux_internal; /* flux::keys::flux_internal */
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/keys.rs:62
+-- flux::keys::flux_internal::jwt_sign
+-- Skipped due to `#[pgrx(sql = false)]`
 /* </end connected objects> */
 

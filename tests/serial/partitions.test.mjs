@@ -355,3 +355,32 @@ for (const flavor of flavors) {
     }
   });
 }
+
+test('a read that waits on a move of rows out of the default partition finds them', async () => {
+  // A year no partition holds yet: its rows go to the default partition.
+  const year = (await sql(`SELECT y FROM generate_series(1900, 1999) y
+                           WHERE NOT EXISTS (SELECT FROM flux_internal.time_partitions('flux.mg_bess_readings') p
+                                             WHERE NOT p.is_default AND p.upper > make_date(y, 1, 1) AND p.lower < make_date(y + 1, 1, 1))
+                           ORDER BY random() LIMIT 1`))[0].y;
+  const bess = await registerDevice({ type: 'bess' });
+  const times = [`${year}-06-15T10:00:00Z`, `${year}-06-15T10:01:00Z`];
+  const stored = await service('/mg_bess_readings', { method: 'POST', body: times.map((time) => ({ device_id: bess.id, time, soe: 40 })) });
+  assert.equal(stored.status, 201);
+  const mover = await connect();
+  try {
+    // The move holds its locks until commit; a read starts meanwhile and must wait for it,
+    // not plan with the partitions of before and run after the rows left the default one.
+    await mover.query('BEGIN');
+    const [made] = (await mover.query(`SELECT * FROM flux_internal.create_partition('flux.mg_bess_readings', $1, true)`, [times[0]])).rows;
+    assert.equal(Number(made.moved) >= 2, true, JSON.stringify(made));
+    const read = api(`/mg_bess_readings?device_id=eq.${bess.id}&select=time&order=time`);
+    await sleep(500);
+    await mover.query('COMMIT');
+    const res = await read;
+    assert.equal(res.status, 200, JSON.stringify(res.body));
+    assert.deepEqual(res.body.map((r) => r.time), times.map((t) => t.replace('Z', '+00:00')));
+  } finally {
+    await mover.query('ROLLBACK').catch(() => {});
+    await mover.end();
+  }
+});
