@@ -51,7 +51,7 @@ SELECT line FROM (
     UNION ALL SELECT format('function %s acl=%s %s', p.oid::regprocedure, proacl, pg_get_functiondef(p.oid))
         FROM members m JOIN pg_proc p ON p.oid = m.objid WHERE m.classid = 'pg_proc'::regclass AND p.prokind <> 'a'
     UNION ALL SELECT format('schema %s acl=%s', nspname, nspacl) FROM pg_namespace
-        WHERE nspname IN ('flux', 'flux_internal', 'flux_partitions', 'flux_realtime')
+        WHERE nspname IN ('flux', 'flux_internal', 'flux_partitions', 'realtime')
     UNION ALL SELECT 'published ' || pr.prrelid::regclass FROM pg_publication_rel pr
         JOIN pg_publication p ON p.oid = pr.prpubid WHERE p.pubname = 'supabase_realtime'
 ) described(line)
@@ -88,7 +88,7 @@ expected_schema=$(schema_of "$fresh")
 # The comparison below is only as good as the description: make sure it sees the extension.
 for object in "member table flux.mg_meter_readings" "policy flux.mg_meter_readings.insert_at_claimed_sites" \
     "function flux_internal.pre_request()" "constraint flux.mg_bess_readings.soe_between_0_and_100" \
-    "published flux.mg_bess_readings" "trigger CREATE TRIGGER check_metadata" "policy flux_realtime.messages.service_all" \
+    "published flux.mg_bess_readings" "trigger CREATE TRIGGER check_metadata" "policy realtime.messages.service_all" \
     "relation flux.mg_meter_readings kind=p" "partition of flux.mg_meter_readings: index" \
     "constraint trigger flux.mg_meter_readings \"RI_FKey_check_ins\"" "dumped with pg_dump flux.mg_device_registry"; do
     grep -qF -- "$object" <<<"$expected_schema" || die "the schema description lacks \"$object\""

@@ -217,41 +217,89 @@ AS 'MODULE_PATHNAME', 'sign_jwt_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/energy.rs:793
-CREATE SCHEMA IF NOT EXISTS flux_internal; /* flux::energy::flux_internal */
+-- src/edge.rs:183
+CREATE SCHEMA IF NOT EXISTS flux_internal; /* flux::edge::flux_internal */
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/energy.rs:801
--- flux::energy::flux_internal::energy_metadata_error
-CREATE  FUNCTION flux_internal."energy_metadata_error"(
-	"metadata" TEXT /* Option < & str > */
-) RETURNS TEXT /* Option < String > */
-IMMUTABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'energy_metadata_error_of_text_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/energy.rs:811
--- flux::energy::flux_internal::energy_metadata_error
--- Skipped due to `#[pgrx(sql = false)]`
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/rollups.rs:897
-CREATE SCHEMA IF NOT EXISTS flux_internal; /* flux::rollups::flux_internal */
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/rollups.rs:904
--- flux::rollups::flux_internal::rollups_current_before
-CREATE  FUNCTION flux_internal."rollups_current_before"(
-	"upper" timestamp with time zone /* TimestampWithTimeZone */
+-- src/edge.rs:286
+-- flux::edge::flux_internal::cancel_request
+CREATE  FUNCTION flux_internal."cancel_request"(
+	"request_id" TEXT /* & str */
 ) RETURNS bool /* bool */
-STRICT STABLE
+STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'rollups_current_before_wrapper';
+AS 'MODULE_PATHNAME', 'cancel_request_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/edge.rs:194
+-- flux::edge::flux_internal::check_request
+CREATE  FUNCTION flux_internal."check_request"() RETURNS TEXT[] /* :: std :: option :: Option < Vec < String > > */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'check_request_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/lib.rs:82
+-- requires:
+--   roles
+--   edge::flux_internal::check_request
+--   edge::flux_internal::cancel_request
+
+-- The API edge: PostgREST calls flux_internal.pre_request() before every request
+-- (db-pre-request = "flux_internal.pre_request"). The decision — api key, rate limit — is made
+-- natively by flux_internal.check_request; this front door only applies it, because custom
+-- HTTP statuses (RAISE SQLSTATE 'PGRST') can only be raised from plpgsql.
+--
+-- It writes no table: PostgREST runs GET requests in READ ONLY transactions, so the token
+-- buckets live in shared memory.
+CREATE FUNCTION flux_internal.pre_request() RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    refusal text[] := flux_internal.check_request();
+BEGIN
+    IF refusal IS NOT NULL THEN
+        RAISE SQLSTATE 'PGRST' USING MESSAGE = refusal[1], DETAIL = refusal[2];
+    END IF;
+END
+$$;
+
+COMMENT ON FUNCTION flux_internal.pre_request() IS
+    'PostgREST db-pre-request hook: rejects requests without a valid api key (401) or over their rate limit (429), and sets the X-RateLimit-* headers.';
+
+-- PostgREST runs the hook as whichever role the request's JWT names, including roles a project
+-- adds beyond the three built-in ones: every role may execute it (functions are executable by
+-- PUBLIC by default); what else lives in flux_internal keeps its own grants.
+GRANT USAGE ON SCHEMA flux_internal TO PUBLIC;
+
+COMMENT ON FUNCTION flux_internal.cancel_request(text) IS
+    'Cancels the statement of the request the router named (x-flux-request-id) if a backend still serves it: the router calls it when the client leaves or PostgREST''s answer is overdue.';
+
+-- The router connects as PostgREST's login role to cancel; nobody else needs to.
+REVOKE ALL ON FUNCTION flux_internal.cancel_request(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION flux_internal.cancel_request(text) TO authenticator;
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/lib.rs:91
+-- requires:
+--   roles
+--   edge
+--   keys::sign_jwt
+
+-- Minting api keys and access tokens from SQL: flux.sign_jwt (src/keys.rs) checks the claims
+-- and signs them natively with the superuser-only setting `flux.jwt_secret` (the secret
+-- PostgREST verifies with). No API role can read the secret, and there is no lower-level
+-- signer to call around the checks.
+
+COMMENT ON FUNCTION flux.sign_jwt(jsonb, interval) IS
+    'Signs claims (role anon, authenticated or service_role; optional sub, sites, ...) as an HS256 JWT valid for valid_for. Service role only.';
+
+REVOKE ALL ON FUNCTION flux.sign_jwt(jsonb, interval) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION flux.sign_jwt(jsonb, interval) TO service_role;
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -495,39 +543,68 @@ $$;
 REVOKE ALL ON FUNCTION flux.broadcast(text, text, jsonb, boolean) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION flux.broadcast(text, text, jsonb, boolean) TO service_role;
 
--- Private channels are authorised by row-level security on flux_realtime.messages, as Supabase
--- authorises them on realtime.messages. When a role joins a private channel, the realtime
+-- Private channels are authorised by row-level security on realtime.messages, with the names
+-- and columns Supabase uses, so that its policies carry over. When a role joins a private channel, the realtime
 -- server inserts a 'broadcast' and a 'presence' row for its topic and reads them back as that
--- role, with its JWT claims and flux_realtime.topic() set: a row the role's SELECT policies
+-- role, with its JWT claims and realtime.topic() set: a row the role's SELECT policies
 -- show is the right to hear that extension on the topic. Its right to send is an INSERT of
 -- such a row that the role's policies let through. It all runs in a transaction rolled back at
 -- once: the table never holds rows. With no policy (the default) only the service role may
 -- join a private channel. For example, to let the gateways of a site hear its commands channel:
---   CREATE POLICY site_commands ON flux_realtime.messages FOR SELECT TO authenticated
---       USING (extension = 'broadcast' AND flux_realtime.topic() =
+--   CREATE POLICY site_commands ON realtime.messages FOR SELECT TO authenticated
+--       USING (extension = 'broadcast' AND realtime.topic() =
 --              'commands:' || (current_setting('request.jwt.claims', true)::jsonb ->> 'site'));
--- The schema is not PostgREST's: the table is not part of the REST API.
-CREATE SCHEMA flux_realtime;
-CREATE TABLE flux_realtime.messages (
+-- The schema is not PostgREST's: the table is not part of the REST API. (A database that already
+-- has a schema `realtime`, Supabase's own, cannot take the extension.)
+CREATE SCHEMA realtime;
+CREATE TABLE realtime.messages (
     id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
     topic text NOT NULL,
     extension text NOT NULL CHECK (extension IN ('broadcast', 'presence')),
     event text,
     payload jsonb,
     private boolean NOT NULL DEFAULT true,
-    inserted_at timestamptz NOT NULL DEFAULT now()
+    inserted_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now()
 );
-ALTER TABLE flux_realtime.messages ENABLE ROW LEVEL SECURITY;
+ALTER TABLE realtime.messages ENABLE ROW LEVEL SECURITY;
 
 -- The topic being authorised (the channel's name without `realtime:`), for policies.
-CREATE FUNCTION flux_realtime.topic() RETURNS text
+CREATE FUNCTION realtime.topic() RETURNS text
 LANGUAGE sql STABLE
-AS $$ SELECT nullif(current_setting('flux_realtime.topic', true), '') $$;
+AS $$ SELECT nullif(current_setting('realtime.topic', true), '') $$;
 
-GRANT USAGE ON SCHEMA flux_realtime TO anon, authenticated, service_role;
-GRANT SELECT, INSERT ON flux_realtime.messages TO anon, authenticated, service_role;
+GRANT USAGE ON SCHEMA realtime TO anon, authenticated, service_role;
+GRANT SELECT, INSERT ON realtime.messages TO anon, authenticated, service_role;
 -- As on the flux tables: a service_role made without BYPASSRLS keeps its rights.
-CREATE POLICY service_all ON flux_realtime.messages TO service_role USING (true) WITH CHECK (true);
+CREATE POLICY service_all ON realtime.messages TO service_role USING (true) WITH CHECK (true);
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/keys.rs:55
+CREATE SCHEMA IF NOT EXISTS flux_internal; /* flux::keys::flux_internal */
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/keys.rs:62
+-- flux::keys::flux_internal::jwt_sign
+-- Skipped due to `#[pgrx(sql = false)]`
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/energy.rs:793
+CREATE SCHEMA IF NOT EXISTS flux_internal; /* flux::energy::flux_internal */
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/energy.rs:801
+-- flux::energy::flux_internal::energy_metadata_error
+CREATE  FUNCTION flux_internal."energy_metadata_error"(
+	"metadata" TEXT /* Option < & str > */
+) RETURNS TEXT /* Option < String > */
+IMMUTABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'energy_metadata_error_of_text_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -759,6 +836,28 @@ REVOKE ALL ON FUNCTION flux_internal.mirror_table_security(regclass) FROM PUBLIC
 SELECT flux_internal.mirror_table_security(p)
 FROM unnest(ARRAY['flux_partitions.mg_bess_readings_default', 'flux_partitions.mg_meter_readings_default',
                   'flux_partitions.market_data_default']::regclass[]) AS p;
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/energy.rs:811
+-- flux::energy::flux_internal::energy_metadata_error
+-- Skipped due to `#[pgrx(sql = false)]`
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/rollups.rs:897
+CREATE SCHEMA IF NOT EXISTS flux_internal; /* flux::rollups::flux_internal */
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/rollups.rs:904
+-- flux::rollups::flux_internal::rollups_current_before
+CREATE  FUNCTION flux_internal."rollups_current_before"(
+	"upper" timestamp with time zone /* TimestampWithTimeZone */
+) RETURNS bool /* bool */
+STRICT STABLE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'rollups_current_before_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -1584,102 +1683,5 @@ REVOKE ALL ON FUNCTION flux_internal.create_partition(regclass, timestamptz, boo
 -- extension, and outlive both.
 SELECT pg_replication_origin_create('flux_maintenance')
 WHERE NOT EXISTS (SELECT FROM pg_replication_origin WHERE roname = 'flux_maintenance');
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/edge.rs:183
-CREATE SCHEMA IF NOT EXISTS flux_internal; /* flux::edge::flux_internal */
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/edge.rs:286
--- flux::edge::flux_internal::cancel_request
-CREATE  FUNCTION flux_internal."cancel_request"(
-	"request_id" TEXT /* & str */
-) RETURNS bool /* bool */
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'cancel_request_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/edge.rs:194
--- flux::edge::flux_internal::check_request
-CREATE  FUNCTION flux_internal."check_request"() RETURNS TEXT[] /* :: std :: option :: Option < Vec < String > > */
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'check_request_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/lib.rs:82
--- requires:
---   roles
---   edge::flux_internal::check_request
---   edge::flux_internal::cancel_request
-
--- The API edge: PostgREST calls flux_internal.pre_request() before every request
--- (db-pre-request = "flux_internal.pre_request"). The decision — api key, rate limit — is made
--- natively by flux_internal.check_request; this front door only applies it, because custom
--- HTTP statuses (RAISE SQLSTATE 'PGRST') can only be raised from plpgsql.
---
--- It writes no table: PostgREST runs GET requests in READ ONLY transactions, so the token
--- buckets live in shared memory.
-CREATE FUNCTION flux_internal.pre_request() RETURNS void
-LANGUAGE plpgsql
-AS $$
-DECLARE
-    refusal text[] := flux_internal.check_request();
-BEGIN
-    IF refusal IS NOT NULL THEN
-        RAISE SQLSTATE 'PGRST' USING MESSAGE = refusal[1], DETAIL = refusal[2];
-    END IF;
-END
-$$;
-
-COMMENT ON FUNCTION flux_internal.pre_request() IS
-    'PostgREST db-pre-request hook: rejects requests without a valid api key (401) or over their rate limit (429), and sets the X-RateLimit-* headers.';
-
--- PostgREST runs the hook as whichever role the request's JWT names, including roles a project
--- adds beyond the three built-in ones: every role may execute it (functions are executable by
--- PUBLIC by default); what else lives in flux_internal keeps its own grants.
-GRANT USAGE ON SCHEMA flux_internal TO PUBLIC;
-
-COMMENT ON FUNCTION flux_internal.cancel_request(text) IS
-    'Cancels the statement of the request the router named (x-flux-request-id) if a backend still serves it: the router calls it when the client leaves or PostgREST''s answer is overdue.';
-
--- The router connects as PostgREST's login role to cancel; nobody else needs to.
-REVOKE ALL ON FUNCTION flux_internal.cancel_request(text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION flux_internal.cancel_request(text) TO authenticator;
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/lib.rs:91
--- requires:
---   roles
---   edge
---   keys::sign_jwt
-
--- Minting api keys and access tokens from SQL: flux.sign_jwt (src/keys.rs) checks the claims
--- and signs them natively with the superuser-only setting `flux.jwt_secret` (the secret
--- PostgREST verifies with). No API role can read the secret, and there is no lower-level
--- signer to call around the checks.
-
-COMMENT ON FUNCTION flux.sign_jwt(jsonb, interval) IS
-    'Signs claims (role anon, authenticated or service_role; optional sub, sites, ...) as an HS256 JWT valid for valid_for. Service role only.';
-
-REVOKE ALL ON FUNCTION flux.sign_jwt(jsonb, interval) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION flux.sign_jwt(jsonb, interval) TO service_role;
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/keys.rs:55
-CREATE SCHEMA IF NOT EXISTS flux_internal; /* flux::keys::flux_internal */
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/keys.rs:62
--- flux::keys::flux_internal::jwt_sign
--- Skipped due to `#[pgrx(sql = false)]`
 /* </end connected objects> */
 

@@ -93,16 +93,16 @@ for (const [fa, fb] of pairs) {
 }
 
 describe('broadcast: private channels and bad input', () => {
-  test('a private channel admits whom the policies on flux_realtime.messages admit, in every direction', async () => {
+  test('a private channel admits whom the policies on realtime.messages admit, in every direction', async () => {
     const name = room('private');
     // Readers of the room hear its broadcasts and presence; senders (can_send) may also send
     // and track. Claims name the room, so no other test's tokens match these policies.
     const policy = `rt_${name.replace(/-/g, '_')}`;
     const claim = (key) => `(current_setting('request.jwt.claims', true)::jsonb ->> '${key}')`;
-    await sql(`CREATE POLICY ${policy}_read ON flux_realtime.messages FOR SELECT TO authenticated
-      USING (flux_realtime.topic() = ${claim('room')})`);
-    await sql(`CREATE POLICY ${policy}_send ON flux_realtime.messages FOR INSERT TO authenticated
-      WITH CHECK (flux_realtime.topic() = ${claim('room')} AND ${claim('can_send')} = 'yes')`);
+    await sql(`CREATE POLICY ${policy}_read ON realtime.messages FOR SELECT TO authenticated
+      USING (realtime.topic() = ${claim('room')})`);
+    await sql(`CREATE POLICY ${policy}_send ON realtime.messages FOR INSERT TO authenticated
+      WITH CHECK (realtime.topic() = ${claim('room')} AND ${claim('can_send')} = 'yes')`);
     const token = (claims) => mintToken({ role: 'authenticated', ...claims });
     const readerToken = await token({ room: name });
     const senderToken = await token({ room: name, can_send: 'yes' });
@@ -152,8 +152,8 @@ describe('broadcast: private channels and bad input', () => {
       assert.ok(!reader.broadcasts('r').some((p) => p.event === 'after-refresh'), 'the refused reader heard nothing more');
     } finally {
       await Promise.all([reader, sender, stranger, anon, listener, outsider].map((c) => c.close()));
-      await sql(`DROP POLICY ${policy}_read ON flux_realtime.messages`);
-      await sql(`DROP POLICY ${policy}_send ON flux_realtime.messages`);
+      await sql(`DROP POLICY ${policy}_read ON realtime.messages`);
+      await sql(`DROP POLICY ${policy}_send ON realtime.messages`);
     }
   });
 

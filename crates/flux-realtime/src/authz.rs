@@ -1,5 +1,5 @@
 //! Private channels: what a role may do on a topic, by the row-level security policies on
-//! `flux_realtime.messages` (sql/realtime.sql), as Supabase decides it on `realtime.messages`.
+//! `realtime.messages` (sql/realtime.sql), as Supabase decides it.
 
 use crate::auth::Auth;
 use crate::db::DbError;
@@ -50,7 +50,7 @@ async fn check(state: &State, auth: &Auth, topic: &str) -> Result<Rights, DbErro
     let mut tx = conn.client.transaction().await?;
     let ids: Vec<String> = tx
         .query(
-            "INSERT INTO flux_realtime.messages (topic, extension, event)
+            "INSERT INTO realtime.messages (topic, extension, event)
              SELECT $1, e, 'phx_join' FROM unnest($2::text[]) AS e RETURNING id::text",
             &[&topic, &EXTENSIONS.as_slice()],
         )
@@ -60,13 +60,13 @@ async fn check(state: &State, auth: &Auth, topic: &str) -> Result<Rights, DbErro
         .collect();
     tx.execute(
         "SELECT set_config('role', $1, true), set_config('request.jwt.claims', $2, true),
-                set_config('flux_realtime.topic', $3, true)",
+                set_config('realtime.topic', $3, true)",
         &[&auth.role, &auth.claims, &topic],
     )
     .await?;
     let readable: Vec<String> = tx
         .query(
-            "SELECT extension FROM flux_realtime.messages WHERE id::text = ANY($1)",
+            "SELECT extension FROM realtime.messages WHERE id::text = ANY($1)",
             &[&ids],
         )
         .await?
@@ -78,7 +78,7 @@ async fn check(state: &State, auth: &Auth, topic: &str) -> Result<Rights, DbErro
         let attempt = tx.savepoint("write_check").await?;
         let inserted = attempt
             .execute(
-                "INSERT INTO flux_realtime.messages (topic, extension, event) VALUES ($1, $2, 'phx_join')",
+                "INSERT INTO realtime.messages (topic, extension, event) VALUES ($1, $2, 'phx_join')",
                 &[&topic, extension],
             )
             .await;
