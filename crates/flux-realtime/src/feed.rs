@@ -196,19 +196,13 @@ async fn stream(
     // Partitions the catalog did not know after a reload: not reloaded for again.
     let mut unknown: HashSet<(String, String)> = HashSet::new();
     let mut txn: Option<Transaction> = None;
-    // Committed changes not yet handed to the dispatcher: while it is busy, the transactions
-    // that commit meanwhile gather here and go as one batch (up to MAX_BATCH). `unacked` is
-    // the end of the last transaction among them, acknowledged once they are handed over.
-    let mut pending: Vec<WalChange> = Vec::new();
-    let mut unacked: Option<Lsn> = None;
+    let mut pending = Pending::default();
     loop {
         let event = tokio::select! {
-            permit = batches.reserve(), if !pending.is_empty() => {
-                let permit = permit.map_err(|_| "the dispatcher stopped".to_owned())?;
-                permit.send(Batch { changes: std::mem::take(&mut pending) });
-                if let Some(lsn) = unacked.take() {
-                    repl.update_applied_lsn(lsn);
-                }
+            permit = batches.reserve(), if !pending.changes.is_empty() => {
+                let permit = permit.map_err(|_| DISPATCHER_STOPPED.to_owned())?;
+                permit.send(Batch { changes: std::mem::take(&mut pending.changes) });
+                pending.acknowledge(&repl);
                 continue;
             }
             event = repl.recv() => event.map_err(|e| format!("replication: {e}"))?,
@@ -273,7 +267,7 @@ async fn stream(
                                 .or_default() += 1;
                             continue;
                         }
-                        pending.push(WalChange {
+                        pending.changes.push(WalChange {
                             action,
                             schema: rel.schema.clone(),
                             table: rel.table.clone(),
@@ -282,11 +276,8 @@ async fn stream(
                             old: pgoutput::values(rel, &old),
                         });
                         // The transaction has committed: its rows can go before its end.
-                        if pending.len() >= MAX_BATCH {
-                            hand_over(batches, &mut pending).await?;
-                            if let Some(lsn) = unacked.take() {
-                                repl.update_applied_lsn(lsn);
-                            }
+                        if pending.changes.len() >= MAX_BATCH {
+                            pending.hand_over(batches, &repl).await?;
                         }
                     }
                     Message::Other => {}
@@ -296,24 +287,19 @@ async fn stream(
                 if let Some(t) = txn.take() {
                     if !t.passed_over.is_empty() {
                         // After the rows that were delivered.
-                        hand_over(batches, &mut pending).await?;
-                        if let Some(lsn) = unacked.take() {
-                            repl.update_applied_lsn(lsn);
-                        }
+                        pending.hand_over(batches, &repl).await?;
                         tell_passed_over(state, &t.passed_over, limit);
                     }
                 }
-                if pending.is_empty() {
-                    unacked = None;
-                    repl.update_applied_lsn(end_lsn);
-                } else {
-                    unacked = Some(end_lsn);
+                pending.unacked = Some(end_lsn);
+                if pending.changes.is_empty() {
+                    pending.acknowledge(&repl);
                 }
             }
             ReplicationEvent::KeepAlive { wal_end, .. } => {
                 // Between transactions, with everything read handed over: let the slot move
                 // on, so that it does not hold back WAL of changes to other tables.
-                if txn.is_none() && pending.is_empty() && wal_end != Lsn(0) {
+                if txn.is_none() && pending.changes.is_empty() && wal_end != Lsn(0) {
                     repl.update_applied_lsn(wal_end);
                 }
             }
@@ -336,10 +322,7 @@ async fn stream(
                 // Sent when its transaction has committed: relayed now, in commit order.
                 match serde_json::from_slice::<DbBroadcast>(&content) {
                     Ok(b) if b.payload.get().len() <= state.config.limits.payload_bytes => {
-                        hand_over(batches, &mut pending).await?;
-                        if let Some(lsn) = unacked.take() {
-                            repl.update_applied_lsn(lsn);
-                        }
+                        pending.hand_over(batches, &repl).await?;
                         state.broadcast_from_server(
                             &b.topic,
                             &b.event,
@@ -360,18 +343,40 @@ async fn stream(
     }
 }
 
-async fn hand_over(
-    batches: &mpsc::Sender<Batch>,
-    pending: &mut Vec<WalChange>,
-) -> Result<(), String> {
-    if pending.is_empty() {
-        return Ok(());
+const DISPATCHER_STOPPED: &str = "the dispatcher stopped";
+
+/// Committed changes not yet handed to the dispatcher: while it is busy, the transactions that
+/// commit meanwhile gather here and go as one batch (up to MAX_BATCH). `unacked` is the end of
+/// the last transaction among them, acknowledged to the slot once they are handed over.
+#[derive(Default)]
+struct Pending {
+    changes: Vec<WalChange>,
+    unacked: Option<Lsn>,
+}
+
+impl Pending {
+    /// Hands the changes over, waiting for the dispatcher, and acknowledges what they end.
+    async fn hand_over(
+        &mut self,
+        batches: &mpsc::Sender<Batch>,
+        repl: &ReplicationClient,
+    ) -> Result<(), String> {
+        if !self.changes.is_empty() {
+            let changes = std::mem::take(&mut self.changes);
+            batches
+                .send(Batch { changes })
+                .await
+                .map_err(|_| DISPATCHER_STOPPED.to_owned())?;
+        }
+        self.acknowledge(repl);
+        Ok(())
     }
-    let changes = std::mem::take(pending);
-    batches
-        .send(Batch { changes })
-        .await
-        .map_err(|_| "the dispatcher stopped".to_owned())
+
+    fn acknowledge(&mut self, repl: &ReplicationClient) {
+        if let Some(lsn) = self.unacked.take() {
+            repl.update_applied_lsn(lsn);
+        }
+    }
 }
 
 /// Tells the subscribers of each table that rows of one transaction were passed over.
