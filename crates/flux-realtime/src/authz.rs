@@ -31,6 +31,21 @@ impl Rights {
 
 const EXTENSIONS: [&str; 2] = ["broadcast", "presence"];
 
+/// The rights of `auth` on a private channel (`realtime:<topic>`) it joins or stays on; `Err`
+/// is the `Unauthorized: …` refusal when it may hear neither extension or the check failed.
+pub async fn channel_rights(state: &State, auth: &Auth, channel: &str) -> Result<Rights, String> {
+    let topic = channel.strip_prefix("realtime:").unwrap_or(channel);
+    match rights(state, auth, topic).await {
+        Ok(r) if r.broadcast_read || r.presence_read => Ok(r),
+        Ok(_) => Err(format!(
+            "Unauthorized: You do not have permissions to read from this Channel topic: {topic}"
+        )),
+        Err(e) => Err(format!(
+            "Unauthorized: the channel's policies could not be checked: {e}"
+        )),
+    }
+}
+
 /// Evaluates the policies for `auth` on `topic` (the channel name without `realtime:`), in a
 /// transaction that is rolled back: a row of each extension is inserted as this server's
 /// role, and read back as `auth`'s (read rights); then each is inserted as `auth`'s role

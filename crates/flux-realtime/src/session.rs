@@ -340,20 +340,9 @@ impl Session {
             )));
         }
         let rights = if request.private {
-            let topic = msg.topic.strip_prefix("realtime:").unwrap_or(&msg.topic);
-            let rights = authz::rights(&self.state, &auth, topic)
+            authz::channel_rights(&self.state, &auth, &msg.topic)
                 .await
-                .map_err(|e| {
-                    JoinError(format!(
-                        "Unauthorized: the channel's policies could not be checked: {e}"
-                    ))
-                })?;
-            if !rights.broadcast_read && !rights.presence_read {
-                return Err(JoinError(format!(
-                    "Unauthorized: You do not have permissions to read from this Channel topic: {topic}"
-                )));
-            }
-            rights
+                .map_err(JoinError)?
         } else {
             Rights::ALL
         };
@@ -522,17 +511,9 @@ impl Session {
                         Some("TooManyJoins: too many access token changes on private channels"),
                     );
                 } else {
-                    let topic = msg.topic.strip_prefix("realtime:").unwrap_or(&msg.topic);
-                    match authz::rights(&self.state, &auth, topic).await {
-                        Ok(r) if r.broadcast_read || r.presence_read => r,
-                        refused => {
-                            let why = match refused {
-                                Err(e) => format!("the channel's policies could not be checked: {e}"),
-                                Ok(_) => format!("You do not have permissions to read from this Channel topic: {topic}"),
-                            };
-                            return self
-                                .close_channel(&msg.topic, Some(&format!("Unauthorized: {why}")));
-                        }
+                    match authz::channel_rights(&self.state, &auth, &msg.topic).await {
+                        Ok(rights) => rights,
+                        Err(refusal) => return self.close_channel(&msg.topic, Some(&refusal)),
                     }
                 };
                 let Some(joined) = self.channels.get_mut(&msg.topic) else {
