@@ -115,3 +115,31 @@ test('a value PostgreSQL rejects, or a type without the operator, is a join erro
   assert.match((await refusal('docs=eq.{}')).response.reason, /^InvalidFilter: could not identify an equality operator for type json/);
   assert.equal((await refusal('label=lt.m')).status, 'ok');
 });
+
+test('a filter PostgreSQL can no longer evaluate (its column retyped after the join) costs only its own deliveries', async () => {
+  const retyped = `rt_retyped_${uuid().slice(0, 8)}`;
+  await sql(`CREATE TABLE flux.${retyped} (id int PRIMARY KEY, span interval, code character(4))`);
+  await sql(`GRANT SELECT ON flux.${retyped} TO anon`);
+  await sql(`ALTER PUBLICATION supabase_realtime ADD TABLE flux.${retyped}`);
+  const client = await connect();
+  try {
+    const bindings = ['span=eq.1 day', 'code=eq.ab'].map((filter) => ({ event: 'INSERT', schema: 'flux', table: retyped, filter }));
+    client.ws.send(JSON.stringify(['1', '1', `realtime:${retyped}`, 'phx_join', { config: { postgres_changes: bindings } }]));
+    for (const deadline = Date.now() + 5000; !client.inbox.some((m) => m[1] === '1'); await sleep(20)) {
+      assert.ok(Date.now() < deadline, 'no join reply');
+    }
+    const [spanId, codeId] = client.inbox.find((m) => m[1] === '1')[4].response.postgres_changes.map((b) => b.id);
+    // `span = <interval>` has no operator once span is text: the batch's query fails.
+    await sql(`ALTER TABLE flux.${retyped} ALTER COLUMN span TYPE text USING span::text`);
+    await sql(`INSERT INTO flux.${retyped} VALUES (1, '1 day', 'ab')`);
+    for (const deadline = Date.now() + 10_000; !client.inbox.some((m) => m[3] === 'postgres_changes'); await sleep(50)) {
+      assert.ok(Date.now() < deadline, 'the code filter delivered nothing');
+    }
+    await sleep(300);
+    const delivered = client.inbox.filter((m) => m[3] === 'postgres_changes').map((m) => m[4].ids);
+    assert.deepEqual(delivered, [[codeId]], `span binding ${spanId}`);
+  } finally {
+    client.ws.close();
+    await sql(`DROP TABLE IF EXISTS flux.${retyped}`);
+  }
+});

@@ -11,6 +11,12 @@ use tokio_postgres::{Client, Config, NoTls, Statement};
 
 pub type DbError = tokio_postgres::Error;
 
+/// What went wrong, as the server said it: a `DbError` displays only "db error" for those.
+pub fn error_message(e: &DbError) -> String {
+    e.as_db_error()
+        .map_or_else(|| e.to_string(), |db| db.message().to_owned())
+}
+
 /// Opens a connection; its I/O runs on a spawned task that ends with the connection.
 pub async fn connect(url: &str) -> Result<Client, DbError> {
     let mut config: Config = url.parse()?;

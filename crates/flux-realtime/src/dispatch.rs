@@ -9,7 +9,7 @@
 
 use crate::catalog::{quote_ident, Table};
 use crate::change::{Change, Row};
-use crate::db::{Access, DbError};
+use crate::db::{error_message, Access, DbError};
 use crate::feed::Batch;
 use crate::filter::Compiled;
 use crate::hub::ChannelSub;
@@ -343,7 +343,11 @@ async fn await_visible(
                         pending.insert(oid, still);
                     }
                 }
-                Err(e) => log!("visibility check on {} failed: {e}", table.qualified()),
+                Err(e) => log!(
+                    "visibility check on {} failed: {}",
+                    table.qualified(),
+                    error_message(&e)
+                ),
             }
         }
     }
@@ -403,10 +407,7 @@ async fn evaluate_in_database(
     changes: &[Option<Change>],
     candidates: &[Candidate<'_>],
 ) -> HashSet<(usize, usize)> {
-    // table → its distinct filters, each with the changes asked about and the addresses of
-    // the equal filters of every channel that asked.
-    type Questions<'c> = Vec<(&'c Compiled, BTreeSet<usize>, HashSet<usize>)>;
-    let mut by_table: BTreeMap<u32, (Arc<Table>, Questions)> = BTreeMap::new();
+    let mut by_table: BTreeMap<u32, (Arc<Table>, Vec<Question>)> = BTreeMap::new();
     for c in candidates {
         let Some(change) = &changes[c.change] else {
             continue;
@@ -415,55 +416,74 @@ async fn evaluate_in_database(
             .entry(change.table.oid)
             .or_insert_with(|| (change.table.clone(), Vec::new()));
         for &(_, filter) in &c.ask {
-            let i = match questions.iter().position(|(f, ..)| *f == filter) {
+            let i = match questions.iter().position(|q| q.filter == filter) {
                 Some(i) => i,
                 None => {
-                    questions.push((filter, BTreeSet::new(), HashSet::new()));
+                    questions.push(Question {
+                        filter,
+                        changes: BTreeSet::new(),
+                        asked_by: HashSet::new(),
+                    });
                     questions.len() - 1
                 }
             };
-            questions[i].1.insert(c.change);
-            questions[i].2.insert(filter_address(filter));
+            questions[i].changes.insert(c.change);
+            questions[i].asked_by.insert(filter_address(filter));
         }
     }
-    let queries =
-        by_table.values().map(|(table, questions)| async move {
-            let mut answers = Vec::new();
-            for chunk in questions.chunks(FILTERS_PER_QUERY) {
-                let held = match filter_query(state, table, changes, chunk).await {
-                    Ok(held) => held,
-                    // One filter's error (a type that cannot compare after all, a catalog change)
-                    // must not cost the others their deliveries: ask each alone.
-                    Err(_) if chunk.len() > 1 => {
-                        let mut held = Vec::new();
-                        for (i, question) in chunk.iter().enumerate() {
-                            let alone = std::slice::from_ref(question);
-                            match filter_query(state, table, changes, alone).await {
-                                Ok(found) => held.extend(found.into_iter().map(|(_, c)| (i, c))),
-                                Err(e) => log_filter_error(table, &e),
-                            }
+    let queries = by_table.values().map(|(table, questions)| async move {
+        let mut answers = Vec::new();
+        for chunk in questions.chunks(FILTERS_PER_QUERY) {
+            let held = match filter_query(state, table, changes, chunk).await {
+                Ok(held) => held,
+                // One filter's error (a type that cannot compare after all, a catalog change)
+                // must not cost the others their deliveries: ask each alone.
+                Err(_) if chunk.len() > 1 => {
+                    let mut held = Vec::new();
+                    for (i, question) in chunk.iter().enumerate() {
+                        let alone = std::slice::from_ref(question);
+                        match filter_query(state, table, changes, alone).await {
+                            Ok(found) => held.extend(found.into_iter().map(|(_, c)| (i, c))),
+                            Err(e) => log_filter_error(table, &e),
                         }
-                        held
                     }
-                    Err(e) => {
-                        log_filter_error(table, &e);
-                        Vec::new()
-                    }
-                };
-                answers.extend(held.into_iter().flat_map(|(i, change)| {
-                    chunk[i].2.iter().map(move |&address| (change, address))
-                }));
-            }
-            answers
-        });
+                    held
+                }
+                Err(e) => {
+                    log_filter_error(table, &e);
+                    Vec::new()
+                }
+            };
+            answers.extend(held.into_iter().flat_map(|(i, change)| {
+                chunk[i]
+                    .asked_by
+                    .iter()
+                    .map(move |&address| (change, address))
+            }));
+        }
+        answers
+    });
     join_all(queries).await.into_iter().flatten().collect()
+}
+
+/// One distinct filter of a table that PostgreSQL evaluates for a batch.
+struct Question<'c> {
+    filter: &'c Compiled,
+    /// The changes it is asked about.
+    changes: BTreeSet<usize>,
+    /// The addresses of the equal filters of every channel that asked.
+    asked_by: HashSet<usize>,
 }
 
 /// Distinct filters per query: each takes two parameters, of PostgreSQL's 65,535.
 const FILTERS_PER_QUERY: usize = 500;
 
 fn log_filter_error(table: &Table, e: &DbError) {
-    log!("filter evaluation on {} failed: {e}", table.qualified());
+    log!(
+        "filter evaluation on {} failed: {}",
+        table.qualified(),
+        error_message(e)
+    );
 }
 
 /// A filter's identity within one batch (a plain number keeps the dispatch future `Send`).
@@ -478,9 +498,12 @@ async fn filter_query(
     state: &State,
     table: &Table,
     changes: &[Option<Change>],
-    questions: &[(&Compiled, BTreeSet<usize>, HashSet<usize>)],
+    questions: &[Question<'_>],
 ) -> Result<Vec<(usize, usize)>, DbError> {
-    let asked: BTreeSet<usize> = questions.iter().flat_map(|q| q.1.iter().copied()).collect();
+    let asked: BTreeSet<usize> = questions
+        .iter()
+        .flat_map(|q| q.changes.iter().copied())
+        .collect();
     let indexes: Vec<i32> = asked.iter().map(|&ci| ci as i32).collect();
     let rows: Vec<String> = asked
         .iter()
@@ -493,11 +516,12 @@ async fn filter_query(
         .collect();
     let mut branches = Vec::with_capacity(questions.len());
     let mut params: Vec<Box<dyn ToSql + Sync + Send>> = vec![Box::new(indexes), Box::new(rows)];
-    for (i, (filter, changes_asked, _)) in questions.iter().enumerate() {
-        let (condition, values) = filter
+    for (i, question) in questions.iter().enumerate() {
+        let (condition, values) = question
+            .filter
             .sql_condition(params.len() + 2)
             .expect("only filters PostgreSQL evaluates are asked");
-        let asked_here: Vec<i32> = changes_asked.iter().map(|&ci| ci as i32).collect();
+        let asked_here: Vec<i32> = question.changes.iter().map(|&ci| ci as i32).collect();
         branches.push(format!(
             "SELECT {i}, x.{POSITION} FROM unnest(${}::int4[]) AS a(i) JOIN x ON x.{POSITION} = a.i WHERE {condition}",
             params.len() + 1
@@ -545,10 +569,7 @@ pub async fn check_filter(state: &State, table: &Table, filter: &Compiled) -> Re
         .query(&sql, &[&values])
         .await
         .map(drop)
-        .map_err(|e| match e.as_db_error() {
-            Some(db) => db.message().to_owned(),
-            None => e.to_string(),
-        })
+        .map_err(|e| error_message(&e))
 }
 
 const SET_CLAIMS: &str =
@@ -584,7 +605,11 @@ async fn check_grouped(
             let seen = match visible_rows(state, Some((role, claims)), table, &keys).await {
                 Ok(seen) => seen,
                 Err(e) => {
-                    log!("rls check on {} as {role} failed: {e}", table.qualified());
+                    log!(
+                        "rls check on {} as {role} failed: {}",
+                        table.qualified(),
+                        error_message(&e)
+                    );
                     Vec::new()
                 }
             };
@@ -669,9 +694,10 @@ async fn check_per_subscriber(
             }
             Ok(false) => {}
             Err(e) => log!(
-                "rls check on {} as {} failed: {e}",
+                "rls check on {} as {} failed: {}",
                 change.table.qualified(),
-                auth.role
+                auth.role,
+                error_message(&e)
             ),
         }
     }
